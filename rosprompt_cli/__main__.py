@@ -1,0 +1,3 @@
+from rosprompt_cli.commands import main
+
+main()

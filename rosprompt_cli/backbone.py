@@ -1,0 +1,176 @@
+"""Loading the frozen encoder: the bundled default, a Hugging Face id, or a local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rosprompt_cli.bundled import BUNDLED_ALIASES, IDENTITY_FILE, bundled_model_dir
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.paths import cache_home
+
+DEFAULT_MODEL = "bundled"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class Backbone:
+    """A frozen encoder with its tokenizer and the identity a prompt file records."""
+
+    name: str
+    source: str  # as given to --model
+    content_hash: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    # Text put before every input ("query: " for the e5 family, which was trained with it).
+    text_prefix: str
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def max_length(self) -> int:
+        limit = getattr(self.model.config, "max_position_embeddings", 512)
+        tok_limit = getattr(self.tokenizer, "model_max_length", limit) or limit
+        return int(min(limit, tok_limit if tok_limit < 1_000_000 else limit))
+
+    @property
+    def word_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` picks CUDA when available; otherwise cpu, cuda or cuda:N as given."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RosPromptError(f"--device {spec}: no CUDA device is available here; use --device cpu")
+        device = torch.device(spec)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RosPromptError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        return device
+    raise RosPromptError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def _fingerprint_dir(path: Path) -> str:
+    """sha256 over the weight files of a local model directory, cached by size and mtime."""
+    weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if not weights:
+        raise RosPromptError(f"{path}: no weight files (*.safetensors or *.bin) in this model folder")
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
+    key = hashlib.sha256(json.dumps([str(path.resolve()), stats]).encode()).hexdigest()
+    cache_file = cache_home() / "fingerprints" / f"{key}.txt"
+    if cache_file.exists():
+        return cache_file.read_text().strip()
+    digest = hashlib.sha256()
+    for p in weights:
+        digest.update(p.name.encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    value = "sha256:" + digest.hexdigest()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(value)
+    except OSError:
+        pass  # the cache is an optimisation only
+    return value
+
+
+def _identity(source: str, local_dir: Path | None, config: object) -> tuple[str, str]:
+    if local_dir is not None:
+        identity_file = local_dir / IDENTITY_FILE
+        if identity_file.exists():
+            data = json.loads(identity_file.read_text())
+            return data["name"], data["hash"]
+        return str(local_dir.resolve()), _fingerprint_dir(local_dir)
+    # A hub checkpoint: transformers records the commit it resolved.
+    commit = getattr(config, "_commit_hash", None)
+    return source, f"git:{commit}" if commit else "unknown"
+
+
+def _default_prefix(name: str) -> str:
+    return "query: " if "e5" in name.lower().split("/")[-1] else ""
+
+
+def _quiet_transformers() -> None:
+    """Keep transformers' load reports and progress bars off stdout/stderr."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_tokenizer(path_or_id: str, local_only: bool) -> object:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    tokenizer_json = Path(path_or_id) / "tokenizer.json"
+    if tokenizer_json.is_file():
+        # Load tokenizer.json exactly as written. Some tokenizer classes of transformers 5
+        # rebuild the pipeline from their own defaults and change ids (trailing spaces, <mask>).
+        config_path = Path(path_or_id) / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+        specials = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **specials)
+        tok.model_max_length = int(config.get("model_max_length", 512))
+        return tok
+    return AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only)
+
+
+def load_backbone(model: str | None = None, device: str = "auto") -> Backbone:
+    """Load `model` (None or 'bundled' for the default; a HF id; a local folder), frozen."""
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoModel
+
+    source = model or DEFAULT_MODEL
+    if source in BUNDLED_ALIASES:
+        local_dir: Path | None = bundled_model_dir()
+    elif Path(source).expanduser().exists():
+        local_dir = Path(source).expanduser()
+        if not local_dir.is_dir() or not (local_dir / "config.json").exists():
+            raise RosPromptError(f"--model {source}: not a model folder (no config.json in it)")
+    else:
+        local_dir = None
+    path_or_id = str(local_dir) if local_dir is not None else source
+    local_only = local_dir is not None
+    try:
+        config = AutoConfig.from_pretrained(path_or_id, local_files_only=local_only)
+        tokenizer = load_tokenizer(path_or_id, local_only)
+        kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+        encoder = AutoModel.from_pretrained(path_or_id, config=config, local_files_only=local_only, **kwargs)
+    except RosPromptError:
+        raise
+    except OSError as exc:
+        hint = (
+            "it is neither a local model folder nor reachable on the Hugging Face hub"
+            if local_dir is None
+            else "the folder is incomplete"
+        )
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
+    name, content_hash = _identity(source, local_dir, config)
+    dev = resolve_device(device)
+    encoder.eval().requires_grad_(False).to(dev)
+    return Backbone(
+        name=name,
+        source=source,
+        content_hash=content_hash,
+        model=encoder,
+        tokenizer=tokenizer,
+        device=dev,
+        text_prefix=_default_prefix(name),
+    )

@@ -1,0 +1,81 @@
+"""The `rosprompt` command line: a thin Typer layer over the library (one module per command)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.version import __version__
+
+app = typer.Typer(
+    name="rosprompt",
+    help="Label text in any language with any label set, using RoSPrompt soft prompts on small multilingual models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+# Exit codes (documented in README.md).
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad data or arguments
+EXIT_USAGE = 2  # Typer/Click usage error
+EXIT_INTERNAL = 3  # a bug: please report it
+EXIT_INTERRUPTED = 130
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rosprompt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    from rosprompt_cli.commands import eval_cmd, label_cmd, train_cmd
+
+    app.command("train", help=train_cmd.HELP)(train_cmd.train)
+    app.command("label", help=label_cmd.HELP)(label_cmd.label)
+    app.command("eval", help=eval_cmd.HELP)(eval_cmd.evaluate)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr, never a traceback."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except RosPromptError as exc:
+        if debug:
+            raise
+        sys.stderr.write(f"rosprompt: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("rosprompt: interrupted; no output was published\n")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"rosprompt: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback "
+            "and please report it)\n"
+        )
+        sys.exit(EXIT_INTERNAL)

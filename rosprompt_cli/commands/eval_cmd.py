@@ -1,0 +1,96 @@
+"""`rosprompt eval`: accuracy, macro-F1, per-label, per-language and confusion on gold labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rosprompt_cli.commands import common
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.evaluation import evaluate as run_evaluation
+from rosprompt_cli.labelled import load_labelled
+from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.metrics import Report
+from rosprompt_cli.scoring import build_scorer
+
+HELP = (
+    "Evaluate on gold-labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]); "
+    "prints accuracy, macro-F1, per-label and per-language tables and a confusion matrix."
+)
+
+
+def _tables(report: Report, title: str) -> list[Table]:
+    summary = Table(title=title)
+    summary.add_column("rows", justify="right")
+    summary.add_column("accuracy", justify="right")
+    summary.add_column("macro-F1", justify="right")
+    summary.add_row(str(report.n), f"{report.accuracy:.4f}", f"{report.macro_f1:.4f}")
+
+    per_label = Table(title="per label")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        per_label.add_column(col, justify="left" if col == "label" else "right")
+    for m in report.per_label:
+        per_label.add_row(m.label, f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
+    tables = [summary, per_label]
+
+    if report.per_language:
+        per_lang = Table(title="per language")
+        for col in ("language", "rows", "accuracy", "macro-F1"):
+            per_lang.add_column(col, justify="left" if col == "language" else "right")
+        for lang, m in report.per_language.items():
+            per_lang.add_row(lang or "(empty)", str(int(m["n"])), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
+        tables.append(per_lang)
+
+    confusion = Table(title="confusion (rows: gold, columns: predicted)")
+    confusion.add_column("gold \\ pred")
+    for label in report.labels:
+        confusion.add_column(label, justify="right")
+    for gold in report.labels:
+        confusion.add_row(gold, *(str(report.confusion[gold][p]) for p in report.labels))
+    tables.append(confusion)
+    return tables
+
+
+def evaluate(
+    input: Annotated[str, typer.Argument(help="Labelled input: file, datasets folder, or hf:NAME[:split].", show_default=False)],
+    labels: common.Labels = None,
+    labels_file: common.LabelsFile = None,
+    text_col: common.TextCol = "text",
+    label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = "label",
+    lang_col: Annotated[
+        str | None, typer.Option("--lang-col", help="Column holding the language, for per-language accuracy. Default: none.", show_default=False)
+    ] = None,
+    prompt: common.PromptPath = None,
+    no_prompt: common.NoPrompt = False,
+    output: Annotated[
+        str | None, typer.Option("--output", help="Also write the metrics as JSON to this file. Default: tables only.", show_default=False)
+    ] = None,
+    fmt: common.Format = None,
+    split: common.Split = None,
+    model: common.Model = None,
+    device: common.Device = "auto",
+    batch_size: common.BatchSize = 32,
+    max_length: common.MaxLength = None,
+) -> None:
+    data = load_labelled(input, text_col, label_col, lang_col, fmt, split, default_splits=("test", "validation", "dev"))
+    label_set = resolve_label_set(labels, labels_file, fallback=sorted(data.label_names()))
+    missing = sorted(set(data.labels) - set(label_set.names))
+    if missing:
+        raise RosPromptError(
+            f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
+        )
+    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+    common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels, {len(data):,} rows")
+    report = run_evaluation(scorer, data, label_set, batch_size)
+    console = Console()
+    for table in _tables(report, f"{data.source} ({note})"):
+        console.print(table)
+    if output:
+        payload = report.as_dict() | {"input": data.source, "prompt": note, "model": scorer.backbone.name}
+        Path(output).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        common.info(f"metrics written to {output}")

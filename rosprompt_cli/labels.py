@@ -1,0 +1,119 @@
+"""Label sets: the classes a user names, each with one or more names (e.g. in several languages)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rosprompt_cli.errors import RosPromptError
+
+# "|" joins labels in the multi-label output column, so it cannot appear inside a label.
+_FORBIDDEN = "|"
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str  # the value written to the output
+    names: tuple[str, ...]  # verbalisations: the name itself first, then synonyms/translations
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    labels: tuple[Label, ...]
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise RosPromptError("the label set is empty; give at least two labels")
+        seen: set[str] = set()
+        for label in self.labels:
+            if not label.name.strip():
+                raise RosPromptError("a label name is empty; remove the stray comma or blank entry")
+            if _FORBIDDEN in label.name:
+                raise RosPromptError(f"label {label.name!r}: the character '|' is not allowed in label names")
+            if label.name in seen:
+                raise RosPromptError(f"label {label.name!r} is given twice; each label must be unique")
+            seen.add(label.name)
+            if not label.names or any(not n.strip() for n in label.names):
+                raise RosPromptError(f"label {label.name!r} has an empty name in its list of names")
+
+    @property
+    def names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {label.name: list(label.names) for label in self.labels}
+
+    @classmethod
+    def from_names(cls, names: list[str]) -> LabelSet:
+        return cls(tuple(Label(n, (n,)) for n in names))
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, list[str]]) -> LabelSet:
+        labels = []
+        for name, names in mapping.items():
+            ordered = [name] + [n for n in names if n != name]
+            labels.append(Label(name, tuple(dict.fromkeys(ordered))))
+        return cls(tuple(labels))
+
+
+def parse_label_arg(text: str) -> LabelSet:
+    """`sports,politics` -> two labels; whitespace around names is ignored."""
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts):
+        raise RosPromptError(f"--labels {text!r}: empty label name (check for doubled or trailing commas)")
+    return LabelSet.from_names(parts)
+
+
+def load_label_file(path: str | Path) -> LabelSet:
+    """YAML or JSON: a mapping label -> list of names (or a single name), or a list of labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise RosPromptError(f"{path}: label file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise RosPromptError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from exc
+    except Exception as exc:  # yaml.YAMLError carries a position in problem_mark
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise RosPromptError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if isinstance(data, list):
+        return LabelSet.from_names([str(x).strip() for x in data])
+    if isinstance(data, dict):
+        mapping: dict[str, list[str]] = {}
+        for key, value in data.items():
+            if value is None:
+                value = []
+            elif isinstance(value, str):
+                value = [value]
+            elif not isinstance(value, list):
+                raise RosPromptError(f"{path}: label {key!r} must map to a list of names")
+            mapping[str(key).strip()] = [str(v).strip() for v in value]
+        return LabelSet.from_mapping(mapping)
+    raise RosPromptError(f"{path}: expected a mapping of label -> names, or a list of labels")
+
+
+def resolve_label_set(labels: str | None, labels_file: str | None, fallback: list[str] | None = None) -> LabelSet:
+    """--labels and/or --labels-file; names from the file extend labels given on the command line."""
+    from_file = load_label_file(labels_file) if labels_file else None
+    if labels:
+        chosen = parse_label_arg(labels)
+        if from_file is None:
+            return chosen
+        extra = from_file.as_dict()
+        return LabelSet.from_mapping({n: extra.get(n, [n]) for n in chosen.names})
+    if from_file is not None:
+        return from_file
+    if fallback:
+        return LabelSet.from_names(fallback)
+    raise RosPromptError("no labels given; pass --labels a,b,c or --labels-file FILE")

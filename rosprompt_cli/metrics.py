@@ -1,0 +1,96 @@
+"""Classification metrics: accuracy, macro-F1, per-label P/R/F1, per-language, confusion."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class LabelMetrics:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class Report:
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_label: list[LabelMetrics]
+    per_language: dict[str, dict[str, float]]
+    confusion: dict[str, dict[str, int]]  # gold -> predicted -> count
+    labels: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _safe_div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def per_label_metrics(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]) -> list[LabelMetrics]:
+    tp: Counter = Counter()
+    fp: Counter = Counter()
+    fn: Counter = Counter()
+    for g, p in zip(gold, pred):
+        if g == p:
+            tp[g] += 1
+        else:
+            fn[g] += 1
+            if p is not None:
+                fp[p] += 1
+    out = []
+    for label in labels:
+        precision = _safe_div(tp[label], tp[label] + fp[label])
+        recall = _safe_div(tp[label], tp[label] + fn[label])
+        f1 = _safe_div(2 * precision * recall, precision + recall)
+        out.append(LabelMetrics(label, precision, recall, f1, tp[label] + fn[label]))
+    return out
+
+
+def macro_f1(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]) -> float:
+    """Mean F1 over the labels that occur in the gold data (labels never seen gold are skipped)."""
+    rows = [m for m in per_label_metrics(gold, pred, labels) if m.support > 0]
+    return _safe_div(sum(m.f1 for m in rows), len(rows))
+
+
+def accuracy(gold: Sequence[str], pred: Sequence[str | None]) -> float:
+    return _safe_div(sum(g == p for g, p in zip(gold, pred)), len(gold))
+
+
+def evaluate_predictions(
+    gold: Sequence[str],
+    pred: Sequence[str | None],
+    labels: Sequence[str],
+    languages: Sequence[str] | None = None,
+) -> Report:
+    if len(gold) != len(pred):
+        raise ValueError("gold and predictions differ in length")
+    confusion: dict[str, dict[str, int]] = {g: {p: 0 for p in labels} for g in labels}
+    for g, p in zip(gold, pred):
+        if g in confusion and p in confusion[g]:
+            confusion[g][p] += 1
+    per_language: dict[str, dict[str, float]] = {}
+    if languages is not None:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, lang in enumerate(languages):
+            groups[str(lang)].append(i)
+        for lang in sorted(groups):
+            g = [gold[i] for i in groups[lang]]
+            p = [pred[i] for i in groups[lang]]
+            per_language[lang] = {"n": len(g), "accuracy": accuracy(g, p), "macro_f1": macro_f1(g, p, labels)}
+    return Report(
+        n=len(gold),
+        accuracy=accuracy(gold, pred),
+        macro_f1=macro_f1(gold, pred, labels),
+        per_label=per_label_metrics(gold, pred, labels),
+        per_language=per_language,
+        confusion=confusion,
+        labels=list(labels),
+    )

@@ -1,0 +1,130 @@
+"""The soft prompt: n trainable vectors plus the metadata that says where they belong.
+
+A prompt file is a few KB of safetensors: one tensor `prompt` of shape [n, hidden] and a JSON
+document under the metadata key `rosprompt`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.version import __version__
+
+FORMAT_VERSION = 1
+_TENSOR_KEY = "prompt"
+_META_KEY = "rosprompt"
+
+
+@dataclass
+class PromptMeta:
+    backbone_name: str
+    backbone_hash: str
+    hidden_size: int
+    prompt_length: int
+    backbone_source: str = "bundled"  # what --model was: 'bundled', a hub id or a local folder
+    verbalizer: str = "embed"
+    text_prefix: str = ""
+    label_template: str = "{}"
+    temperature: float = 0.05
+    train_labels: dict[str, list[str]] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    tool_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.prompt_length < 1:
+            raise ValueError("prompt_length must be at least 1")
+        if self.verbalizer not in ("embed", "mlm"):
+            raise ValueError(f"unknown verbalizer {self.verbalizer!r}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be positive")
+
+
+@dataclass
+class SoftPrompt:
+    vectors: torch.Tensor  # [prompt_length, hidden_size], float32
+    meta: PromptMeta
+
+    def __post_init__(self) -> None:
+        expected = (self.meta.prompt_length, self.meta.hidden_size)
+        if tuple(self.vectors.shape) != expected:
+            raise ValueError(f"prompt tensor has shape {tuple(self.vectors.shape)}, metadata says {expected}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a reader never sees a half-written prompt file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(
+            {_TENSOR_KEY: self.vectors.detach().to("cpu", torch.float32).contiguous()},
+            str(tmp),
+            metadata={_META_KEY: json.dumps(asdict(self.meta))},
+        )
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SoftPrompt:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise RosPromptError(f"{path}: prompt file not found")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                raw_meta = (fh.metadata() or {}).get(_META_KEY)
+                if raw_meta is None:
+                    raise RosPromptError(f"{path}: not a rosprompt prompt file (no '{_META_KEY}' metadata)")
+                if _TENSOR_KEY not in fh.keys():
+                    raise RosPromptError(f"{path}: not a rosprompt prompt file (no '{_TENSOR_KEY}' tensor)")
+                vectors = fh.get_tensor(_TENSOR_KEY).to(torch.float32)
+        except RosPromptError:
+            raise
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise RosPromptError(f"{path}: unreadable or corrupt prompt file ({exc}); retrain or re-copy it") from exc
+        try:
+            data = json.loads(raw_meta)
+            if data.get("format_version", 0) > FORMAT_VERSION:
+                raise RosPromptError(
+                    f"{path}: prompt format {data['format_version']} is newer than this rosprompt "
+                    f"understands ({FORMAT_VERSION}); upgrade rosprompt"
+                )
+            meta = PromptMeta(**data)
+            return cls(vectors, meta)
+        except RosPromptError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RosPromptError(f"{path}: invalid prompt metadata ({exc})") from exc
+
+    def check_backbone(self, name: str, content_hash: str, hidden_size: int, source: str = "prompt") -> None:
+        """Refuse to run on a backbone other than the one this prompt was trained on."""
+        m = self.meta
+        if m.hidden_size != hidden_size or m.backbone_hash != content_hash:
+            raise RosPromptError(
+                f"{source}: trained on backbone {m.backbone_name} ({m.backbone_hash[:19]}, hidden "
+                f"{m.hidden_size}) but the model in use is {name} ({content_hash[:19]}, hidden "
+                f"{hidden_size}); pass --model {m.backbone_name} or train a prompt for this model"
+            )
+
+
+DEFAULT_PROMPT_FILE = "default.safetensors"
+
+
+def shipped_prompt_path() -> Path | None:
+    """The default prompt shipped with the package (installed wheel or source checkout), if any."""
+    package_dir = Path(__file__).resolve().parent
+    for folder in (package_dir / "_prompts", package_dir.parent / "prompts"):
+        candidate = folder / DEFAULT_PROMPT_FILE
+        if candidate.is_file():
+            return candidate
+    return None

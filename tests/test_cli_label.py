@@ -1,0 +1,120 @@
+"""`rosprompt label` through the real CLI on the real bundled model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import polars as pl
+import pytest
+
+from conftest import SAMPLES, SIB_LABELS
+
+LABELS = SIB_LABELS.split(",")
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csv_to_csv_keeps_every_row_and_column(cli, tmp_path):
+    out = tmp_path / "tagged.csv"
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--out", out)
+    assert proc.stdout == b"", "data goes to the file, nothing to stdout"
+    src = _read_csv(SAMPLES / "news_multilingual.csv")
+    got = _read_csv(out)
+    assert len(got) == len(src) == 315
+    assert list(got[0].keys()) == ["id", "lang", "category", "text", "label", "score"]
+    for a, b in zip(src, got):
+        assert {k: b[k] for k in a} == a, "input values come back unchanged and in order"
+        assert b["label"] in LABELS
+        assert 0.0 < float(b["score"]) <= 1.0
+    accuracy = sum(r["label"] == r["category"] for r in got) / len(got)
+    assert accuracy > 0.6, accuracy  # chance is 1/7
+
+
+def test_jsonl_to_parquet_with_all_scores_and_top_k(cli, tmp_path):
+    out = tmp_path / "tagged.parquet"
+    cli("label", SAMPLES / "news_multilingual.jsonl", "--labels", SIB_LABELS, "--out", out, "--all-scores", "--top-k", "3")
+    src = pl.read_ndjson(SAMPLES / "news_multilingual.jsonl")
+    got = pl.read_parquet(out)
+    assert got.height == src.height
+    assert got.select(src.columns).equals(src), "JSON types and values preserved"
+    expected_new = ["label", "score", "label_2", "score_2", "label_3", "score_3"] + [f"score_{n}" for n in LABELS]
+    assert got.columns == src.columns + expected_new
+    per_label = got.select([f"score_{n}" for n in LABELS]).to_numpy()
+    assert abs(per_label.sum(axis=1) - 1).max() < 1e-4, "scores are a probability distribution"
+    assert (got["score"] >= got["score_2"]).all() and (got["score_2"] >= got["score_3"]).all()
+    assert (got["label"] != got["label_2"]).all()
+
+
+def test_stdin_to_stdout(cli):
+    text = "id,text\n1,The striker scored twice as the home side won the derby 3-1.\n2,\"Parliament passed the budget, after a long night of votes.\"\n"
+    proc = cli("label", "-", "--labels", "sports,politics,health", input=text.encode())
+    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
+    assert [r["id"] for r in rows] == ["1", "2"]
+    assert [r["label"] for r in rows] == ["sports", "politics"]
+
+
+def test_stdin_jsonl_is_sniffed_and_empty_text_keeps_its_row(cli):
+    lines = [{"text": "Heavy rain closed the mountain pass to tourists."}, {"text": ""}, {"text": None}]
+    payload = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    proc = cli("label", "-", "--labels", "travel,sports", input=payload)
+    out = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert len(out) == 3
+    assert out[0]["label"] == "travel"
+    assert out[1]["label"] is None and out[2]["label"] is None
+
+
+def test_multi_label_column(cli, tmp_path):
+    out = tmp_path / "m.jsonl"
+    cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--multi-label", "--threshold", "0.2", "--out", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for row in rows:
+        chosen = row["labels"].split("|") if row["labels"] else []
+        assert set(chosen) <= set(LABELS)
+        if row["score"] >= 0.2:
+            assert chosen[0] == row["label"], "labels are ordered by score"
+
+
+def test_existing_output_needs_force(cli, tmp_path):
+    out = tmp_path / "o.csv"
+    out.write_text("keep me\n")
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--out", out, check=False)
+    assert proc.returncode == 1
+    assert b"--force" in proc.stderr and b"Traceback" not in proc.stderr
+    assert out.read_text() == "keep me\n", "no data loss"
+
+
+def test_missing_text_column_lists_columns(cli, tmp_path):
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--text-col", "body", "--out", tmp_path / "o.csv", check=False)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "no column 'body'" in err and "id, lang, category, text" in err and "--text-col" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.csv").exists()
+    assert list(tmp_path.iterdir()) == [], "no partial file left behind"
+
+
+def test_output_column_clash_is_refused(cli, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("text,label\nhello,x\n")
+    proc = cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", check=False)
+    assert proc.returncode == 1 and b"--out-label-col" in proc.stderr
+    cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", "--out-label-col", "predicted")
+    assert _read_csv(tmp_path / "o.csv")[0].keys() == {"text", "label", "predicted", "score"}
+
+
+@pytest.mark.parametrize("bad", ["sports,,politics", "sports,sports"])
+def test_bad_label_lists(cli, bad):
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", bad, check=False)
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr and proc.stderr.strip()
+
+
+def test_labels_file_with_multilingual_names(cli, tmp_path):
+    out = tmp_path / "o.csv"
+    cli("label", SAMPLES / "news_multilingual.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
+    got = _read_csv(out)
+    assert len(got) == 315 and {r["label"] for r in got} <= set(LABELS)

@@ -1,0 +1,140 @@
+"""`train` and `eval` through the real CLI; prompt files and backbone identity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import SAMPLES, SIB, SIB_LABELS
+
+
+def test_eval_on_samples_is_well_above_chance(cli, tmp_path):
+    out = tmp_path / "m.json"
+    proc = cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--lang-col", "lang",
+               "--no-prompt", "--output", out)
+    report = json.loads(out.read_text())
+    assert report["n"] == 315
+    assert report["accuracy"] > 0.6 and report["macro_f1"] > 0.6  # chance: 0.14
+    assert len(report["per_language"]) == 11
+    assert sum(sum(row.values()) for row in report["confusion"].values()) == 315
+    text = proc.stdout.decode()
+    for heading in ("accuracy", "per label", "per language", "confusion"):
+        assert heading in text
+
+
+def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path):
+    from rosprompt_cli.prompt import SoftPrompt
+
+    prompt = SoftPrompt.load(trained_prompt)
+    meta = prompt.meta
+    assert prompt.vectors.shape == (8, 384)
+    assert meta.backbone_name == "intfloat/multilingual-e5-small" and meta.backbone_hash.startswith("sha256:")
+    assert meta.verbalizer == "embed" and meta.text_prefix == "query: "
+    assert sorted(meta.train_labels) == sorted(SIB_LABELS.split(","))
+    assert meta.hyperparameters["epochs"] == 4 and meta.metrics["train_examples"] == 56
+    assert trained_prompt.stat().st_size < 64_000
+
+    out = tmp_path / "tagged.parquet"
+    cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--prompt", trained_prompt, "--out", out)
+    import polars as pl
+
+    tagged = pl.read_parquet(out)
+    assert tagged.height == 315
+    prompted_acc = (tagged["label"] == tagged["category"]).mean()
+
+    metrics = tmp_path / "m.json"
+    cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--prompt", trained_prompt, "--output", metrics)
+    report = json.loads(metrics.read_text())
+    assert abs(report["accuracy"] - prompted_acc) < 1e-9, "label and eval agree"
+    assert report["accuracy"] > 0.6
+
+
+def test_training_is_deterministic_for_a_seed(backbone):
+    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.labels import LabelSet
+    from rosprompt_cli.training import TrainConfig, train_prompt
+
+    data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
+    labels = LabelSet.from_names(sorted(data.label_names()))
+    config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=7)
+    a = train_prompt(backbone, data, labels, config)
+    b = train_prompt(backbone, data, labels, config)
+    c = train_prompt(backbone, data, labels, TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=8))
+    assert torch.equal(a.vectors, b.vectors)
+    assert not torch.equal(a.vectors, c.vectors)
+    init = torch.nn.functional.normalize(a.vectors - c.vectors, dim=-1)
+    assert torch.isfinite(init).all()
+
+
+def _tiny_bert_dir(path, hidden: int, bundled_dir):
+    """A randomly initialised BERT with the bundled tokenizer, saved like any HF checkpoint."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=250037, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(bundled_dir / name, path / name)
+    return path
+
+
+@pytest.mark.parametrize("hidden", [384, 32])
+def test_prompt_is_refused_on_another_backbone(cli, trained_prompt, tmp_path, rosprompt_home, hidden):
+    from rosprompt_cli.bundled import bundled_model_dir
+
+    other = _tiny_bert_dir(tmp_path / f"tiny-{hidden}", hidden, bundled_model_dir())
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "sports,politics", "--prompt", trained_prompt,
+               "--model", other, "--out", tmp_path / "o.csv", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert "trained on backbone intfloat/multilingual-e5-small" in err and str(other) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_local_model_folder_works_without_a_prompt(cli, tmp_path, rosprompt_home):
+    from rosprompt_cli.bundled import bundled_model_dir
+
+    other = _tiny_bert_dir(tmp_path / "tiny", 32, bundled_model_dir())
+    out = tmp_path / "o.csv"
+    cli("label", SAMPLES / "news_multilingual.csv", "--labels", "sports,politics", "--model", other, "--out", out)
+    assert len(out.read_text().splitlines()) == 316
+
+
+def test_corrupt_prompt_file_is_a_one_line_error(cli, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--prompt", bad, check=False)
+    assert proc.returncode == 1
+    assert b"corrupt prompt file" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_train_and_eval_from_a_datasets_folder(cli, tmp_path):
+    import datasets
+    import polars as pl
+
+    frame = pl.read_csv(SAMPLES / "train_en.csv")
+    names = sorted(set(frame["label"]))
+    ds = datasets.Dataset.from_dict(
+        {"text": frame["text"].to_list(), "label": [names.index(x) for x in frame["label"]]},
+        features=datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}),
+    )
+    datasets.DatasetDict({"train": ds, "test": ds.select(range(14))}).save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "p.safetensors"
+    cli("train", tmp_path / "ds", "--shots", "2", "--epochs", "1", "--prompt-len", "4", "--out", out)
+    metrics = tmp_path / "m.json"
+    cli("eval", tmp_path / "ds", "--prompt", out, "--output", metrics)
+    report = json.loads(metrics.read_text())
+    assert report["n"] == 14 and set(report["labels"]) == set(names)
+
+
+def test_eval_on_a_sib200_dev_file(cli, tmp_path):
+    metrics = tmp_path / "m.json"
+    cli("eval", SIB / "dev" / "swh_Latn.tsv", "--label-col", "category", "--no-prompt", "--output", metrics)
+    report = json.loads(metrics.read_text())
+    assert report["n"] == 99 and report["accuracy"] > 0.3
