@@ -14,8 +14,22 @@ from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labelled import LabelledData
 from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.objective import (
+    class_vectors,
+    kl_to_zero_shot,
+    l2_to_init,
+    language_dropout_mask,
+    language_loss_variance,
+    smoothed_targets,
+    soft_cross_entropy,
+)
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.scoring import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE, EmbeddingScorer, prompted_embeddings, tokenize
+
+
+PENALTIES = ("none", "kl", "variance", "l2")
+# Label names keyed by language code, per label: {"sports": {"eng_Latn": ["sports"], ...}}.
+NamesByLanguage = dict[str, dict[str, list[str]]]
 
 
 @dataclass
@@ -30,6 +44,11 @@ class TrainConfig:
     init_text: str = "This text is about"  # prompt initialised from these token embeddings
     max_length: int = 256
     label_template: str = DEFAULT_LABEL_TEMPLATE
+    # RoSPrompt ingredients (objective.py); all off = plain cross-entropy soft prompt tuning.
+    language_keep: float = 1.0  # label-language dropout: fraction of label languages kept per step
+    smoothing: float = 0.0  # contrastive label smoothing ε
+    penalty: str = "none"  # none | kl | variance | l2
+    penalty_weight: float = 0.0  # λ
 
     def __post_init__(self) -> None:
         checks = {
@@ -42,6 +61,14 @@ class TrainConfig:
         for option, ok in checks.items():
             if not ok:
                 raise RosPromptError(f"{option}: value out of range")
+        if not 0.0 < self.language_keep <= 1.0:
+            raise RosPromptError("--language-keep must be in (0, 1]")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise RosPromptError("--smoothing must be in [0, 1)")
+        if self.penalty not in PENALTIES:
+            raise RosPromptError(f"--penalty {self.penalty!r}: expected one of {', '.join(PENALTIES)}")
+        if self.penalty_weight < 0:
+            raise RosPromptError("--penalty-weight must be non-negative")
         if "{}" not in self.label_template:
             raise RosPromptError("--label-template must contain {} where the label name goes")
 
@@ -96,6 +123,96 @@ def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return ids[:, :width], mask[:, :width]
 
 
+@dataclass
+class NamePool:
+    """Every label name to embed: its text, its class, its language (for dropout and variance)."""
+
+    texts: list[str]
+    owner: list[int]
+    languages: list[str]
+
+    @classmethod
+    def build(cls, label_set: LabelSet, extra: NamesByLanguage | None, negatives: NamesByLanguage | None) -> NamePool:
+        texts: list[str] = []
+        owner: list[int] = []
+        languages: list[str] = []
+
+        def add(class_index: int, language: str, name: str) -> None:
+            texts.append(name)
+            owner.append(class_index)
+            languages.append(language)
+
+        for i, label in enumerate(label_set.labels):
+            seen = set()
+            for j, name in enumerate(label.names):
+                # Names given without a language: the first is taken as English, the others as
+                # groups of their own, so label-language dropout can still drop them.
+                add(i, "eng_Latn" if j == 0 else f"given:{j}", name)
+                seen.add(name)
+            for language, names in (extra or {}).get(label.name, {}).items():
+                for name in names:
+                    if name not in seen:
+                        add(i, language, name)
+                        seen.add(name)
+        for k, by_language in enumerate((negatives or {}).values()):
+            for language, names in by_language.items():
+                for name in names:
+                    add(len(label_set) + k, language, name)
+        return cls(texts, owner, languages)
+
+
+def _name_vectors(backbone: Backbone, pool: NamePool, template: str) -> torch.Tensor:
+    encoder = EmbeddingScorer(backbone, None, template)
+    vectors = []
+    with torch.inference_mode():
+        for start in range(0, len(pool.texts), 64):
+            chunk = [template.format(n) for n in pool.texts[start : start + 64]]
+            enc = tokenize(backbone, chunk, encoder.text_prefix, 0)
+            vectors.append(prompted_embeddings(backbone, enc["input_ids"], enc["attention_mask"], None))
+    return torch.cat(vectors).clone()  # clone: usable in autograd graphs
+
+
+def _per_language_class_vectors(name_vectors: torch.Tensor, pool: NamePool, n_classes: int) -> torch.Tensor:
+    """[K, C, H]: class vectors from one label language at a time, for the languages that name
+    every class (the variance penalty compares like with like)."""
+    owner = torch.tensor(pool.owner)
+    by_language: dict[str, set[int]] = {}
+    for language, c in zip(pool.languages, pool.owner):
+        if c < n_classes:
+            by_language.setdefault(language, set()).add(c)
+    complete = sorted(lang for lang, classes in by_language.items() if len(classes) == n_classes)
+    stacks = []
+    for language in complete:
+        keep = torch.tensor([lang == language and c < n_classes for lang, c in zip(pool.languages, pool.owner)])
+        stacks.append(class_vectors(name_vectors[keep], owner[keep], n_classes))
+    return torch.stack(stacks) if stacks else torch.empty(0)
+
+
+def _penalty(
+    config: TrainConfig,
+    logits: torch.Tensor,
+    vectors: torch.Tensor,
+    gold: torch.Tensor,
+    classes: torch.Tensor,
+    per_language: torch.Tensor | None,
+    zero_shot: torch.Tensor | None,
+    idx: torch.Tensor,
+    prompt: torch.Tensor,
+    init: torch.Tensor,
+) -> torch.Tensor:
+    if config.penalty == "kl":
+        assert zero_shot is not None
+        return kl_to_zero_shot(logits, zero_shot[idx] @ classes.T / config.temperature)
+    if config.penalty == "variance":
+        if per_language is None or per_language.shape[0] < 2:
+            raise RosPromptError("--penalty variance needs label names in at least two languages for every class")
+        per_language_logits = torch.einsum("bh,kch->kbc", vectors, per_language) / config.temperature
+        return language_loss_variance(per_language_logits, gold)
+    if config.penalty == "l2":
+        return l2_to_init(prompt, init)
+    return logits.new_zeros(())
+
+
 def train_prompt(
     backbone: Backbone,
     train: LabelledData,
@@ -103,8 +220,16 @@ def train_prompt(
     config: TrainConfig,
     dev: LabelledData | None = None,
     on_epoch: Callable[[EpochLog], None] | None = None,
+    extra_names: NamesByLanguage | None = None,
+    negatives: NamesByLanguage | None = None,
 ) -> SoftPrompt:
-    """Cross-entropy over the label set; the checkpoint with the lowest dev loss is kept."""
+    """Train the prompt; the checkpoint with the lowest dev loss is kept.
+
+    With the defaults of TrainConfig this is plain cross-entropy soft prompt tuning. The
+    RoSPrompt ingredients: `extra_names` (more names per label, by language: multilingual
+    labels) with `language_keep` < 1 (label-language dropout); `smoothing` > 0 (contrastive
+    label smoothing), `negatives` (open-world classes that are never a target); `penalty`.
+    """
     index = {name: i for i, name in enumerate(label_set.names)}
     for data in (train, dev):
         if data is None:
@@ -116,9 +241,18 @@ def train_prompt(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    scorer = EmbeddingScorer(backbone, None, config.label_template, config.temperature)
-    # Fixed targets: label names are embedded without the prompt (clone leaves inference mode).
-    label_vectors = scorer.label_vectors(label_set).clone()
+    # Label names are embedded once, without the prompt, exactly as at inference.
+    pool = NamePool.build(label_set, extra_names, negatives)
+    name_vectors = _name_vectors(backbone, pool, config.label_template)
+    owner = torch.tensor(pool.owner, device=name_vectors.device)
+    n_train_classes = len(label_set)
+    n_classes = n_train_classes + len(negatives or {})
+    all_classes = class_vectors(name_vectors, owner, n_classes)
+    label_vectors = all_classes[:n_train_classes]  # dev selection: training classes, all names
+    similarity = all_classes @ all_classes.T
+    per_language = (
+        _per_language_class_vectors(name_vectors, pool, n_train_classes) if config.penalty == "variance" else None
+    )
     prefix = backbone.text_prefix
 
     enc = _encode_all(backbone, train, prefix, config)
@@ -126,7 +260,16 @@ def train_prompt(
     dev_enc = _encode_all(backbone, dev, prefix, config) if dev else None
     dev_targets = torch.tensor([index[y] for y in dev.labels], device=backbone.device) if dev else None
 
-    prompt = torch.nn.Parameter(initial_prompt(backbone, config))
+    zero_shot = None
+    if config.penalty == "kl":
+        with torch.inference_mode():
+            zero_shot = torch.cat([
+                prompted_embeddings(backbone, *_trim(enc["input_ids"][i : i + 64], enc["attention_mask"][i : i + 64]), None)
+                for i in range(0, len(train), 64)
+            ]).clone()
+
+    init = initial_prompt(backbone, config)
+    prompt = torch.nn.Parameter(init.clone())
     optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -149,8 +292,21 @@ def train_prompt(
             idx = order[start : start + config.batch_size]
             ids, mask = _trim(enc["input_ids"][idx], enc["attention_mask"][idx])
             vectors = prompted_embeddings(backbone, ids, mask, prompt)
-            logits = vectors @ label_vectors.T / config.temperature
-            loss = F.cross_entropy(logits, targets[idx.to(targets.device)])
+            gold = targets[idx.to(targets.device)]
+            classes = all_classes
+            if config.language_keep < 1.0:
+                keep = language_dropout_mask(pool.languages, config.language_keep, generator).to(owner.device)
+                classes = class_vectors(name_vectors, owner, n_classes, keep)
+            logits = vectors @ classes.T / config.temperature
+            if config.smoothing > 0:
+                q = smoothed_targets(gold, similarity, config.smoothing, n_targets=n_train_classes)
+            else:
+                q = F.one_hot(gold, n_classes).float()
+            loss = soft_cross_entropy(logits, q)
+            if config.penalty_weight > 0:
+                loss = loss + config.penalty_weight * _penalty(
+                    config, logits, vectors, gold, classes, per_language, zero_shot, idx, prompt, init
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

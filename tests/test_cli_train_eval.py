@@ -138,3 +138,44 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
     cli("eval", SIB / "dev" / "swh_Latn.tsv", "--label-col", "category", "--no-prompt", "--output", metrics)
     report = json.loads(metrics.read_text())
     assert report["n"] == 99 and report["accuracy"] > 0.3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"language_keep": 0.5},
+        {"smoothing": 0.2},
+        {"penalty": "kl", "penalty_weight": 1.0},
+        {"penalty": "variance", "penalty_weight": 1.0},
+        {"penalty": "l2", "penalty_weight": 0.1},
+    ],
+)
+def test_each_rosprompt_ingredient_trains_deterministically(backbone, options):
+    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.labels import load_label_file
+    from rosprompt_cli.training import TrainConfig, train_prompt
+
+    data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
+    labels = load_label_file(SAMPLES / "labels.yaml")  # several names per label
+    base = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3)
+    plain = train_prompt(backbone, data, labels, base)
+    config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3, **options)
+    a = train_prompt(backbone, data, labels, config)
+    b = train_prompt(backbone, data, labels, config)
+    assert torch.equal(a.vectors, b.vectors)
+    assert torch.isfinite(a.vectors).all()
+    assert not torch.equal(a.vectors, plain.vectors), "the ingredient changes training"
+    assert a.meta.hyperparameters | options == a.meta.hyperparameters, "recorded in the prompt file"
+
+
+def test_train_cli_accepts_the_rosprompt_options(cli, tmp_path):
+    out = tmp_path / "p.safetensors"
+    cli("train", SAMPLES / "train_en.csv", "--labels-file", SAMPLES / "labels.yaml", "--shots", "1", "--epochs", "1",
+        "--prompt-len", "2", "--language-keep", "0.5", "--smoothing", "0.1", "--penalty", "kl", "--penalty-weight", "0.5",
+        "--out", out)
+    from rosprompt_cli.prompt import SoftPrompt
+
+    hp = SoftPrompt.load(out).meta.hyperparameters
+    assert (hp["language_keep"], hp["smoothing"], hp["penalty"], hp["penalty_weight"]) == (0.5, 0.1, "kl", 0.5)
+    bad = cli("train", SAMPLES / "train_en.csv", "--penalty", "magic", "--out", tmp_path / "q.safetensors", check=False)
+    assert bad.returncode == 1 and b"--penalty 'magic'" in bad.stderr

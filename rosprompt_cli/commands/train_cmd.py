@@ -43,6 +43,16 @@ def train(
     label_template: Annotated[
         str, typer.Option("--label-template", help="How a label name is phrased before it is embedded.")
     ] = _DEFAULTS.label_template,
+    language_keep: Annotated[
+        float, typer.Option("--language-keep", help="Label-language dropout: fraction of label languages kept per step (1 = off).")
+    ] = _DEFAULTS.language_keep,
+    smoothing: Annotated[
+        float, typer.Option("--smoothing", help="Contrastive label smoothing ε, spread by label similarity (0 = off).")
+    ] = _DEFAULTS.smoothing,
+    penalty: Annotated[
+        str, typer.Option("--penalty", help="Robustness penalty: none, kl (to zero-shot), variance (across label languages), l2 (to init).")
+    ] = _DEFAULTS.penalty,
+    penalty_weight: Annotated[float, typer.Option("--penalty-weight", help="Weight λ of the penalty.")] = _DEFAULTS.penalty_weight,
     fmt: common.Format = None,
     split: common.Split = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing prompt file.")] = False,
@@ -55,7 +65,8 @@ def train(
         raise RosPromptError("--shots must be at least 1")
     config = TrainConfig(
         prompt_length=prompt_len, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        max_length=max_length, label_template=label_template,
+        max_length=max_length, label_template=label_template, language_keep=language_keep,
+        smoothing=smoothing, penalty=penalty, penalty_weight=penalty_weight,
     )
     data = load_labelled(input, text_col, label_col, None, fmt, split)
     if shots is not None:
