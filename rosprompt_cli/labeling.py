@@ -22,7 +22,7 @@ class LabelOptions:
     batch_size: int = 32
     top_k: int = 1
     multi_label: bool = False
-    threshold: float = 0.5
+    threshold: float = 0.3
     all_scores: bool = False
     label_col: str = "label"
     score_col: str = "score"

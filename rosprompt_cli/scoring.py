@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.objective import class_vectors
 from rosprompt_cli.prompt import SoftPrompt
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
@@ -89,18 +90,22 @@ class EmbeddingScorer:
         return 0 if self.prompt is None else self.prompt.meta.prompt_length
 
     @torch.inference_mode()
-    def label_vectors(self, label_set: LabelSet, batch_size: int = 64) -> torch.Tensor:
-        """[L, H] class vectors: normalised mean of each label's name embeddings (no prompt)."""
-        flat = [(i, self.label_template.format(n)) for i, label in enumerate(label_set.labels) for n in label.names]
+    def name_vectors(self, names: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """[N, H] embeddings of label names, phrased with the label template, without the prompt."""
         vectors = []
-        for start in range(0, len(flat), batch_size):
-            chunk = [text for _, text in flat[start : start + batch_size]]
+        for start in range(0, len(names), batch_size):
+            chunk = [self.label_template.format(n) for n in names[start : start + batch_size]]
             enc = tokenize(self.backbone, chunk, self.text_prefix, 0)
             vectors.append(prompted_embeddings(self.backbone, enc["input_ids"], enc["attention_mask"], None))
-        names = torch.cat(vectors)
-        owner = torch.tensor([i for i, _ in flat], device=names.device)
-        sums = torch.zeros(len(label_set), names.shape[1], device=names.device).index_add_(0, owner, names)
-        return F.normalize(sums, dim=-1)
+        return torch.cat(vectors)
+
+    @torch.inference_mode()
+    def label_vectors(self, label_set: LabelSet) -> torch.Tensor:
+        """[L, H] class vectors: normalised mean of each label's name embeddings."""
+        owner = [i for i, label in enumerate(label_set.labels) for _ in label.names]
+        names = [name for label in label_set.labels for name in label.names]
+        vectors = self.name_vectors(names)
+        return class_vectors(vectors, torch.tensor(owner, device=vectors.device), len(label_set))
 
     @torch.inference_mode()
     def text_vectors(self, texts: Sequence[str]) -> torch.Tensor:

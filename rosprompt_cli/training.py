@@ -161,17 +161,6 @@ class NamePool:
         return cls(texts, owner, languages)
 
 
-def _name_vectors(backbone: Backbone, pool: NamePool, template: str) -> torch.Tensor:
-    encoder = EmbeddingScorer(backbone, None, template)
-    vectors = []
-    with torch.inference_mode():
-        for start in range(0, len(pool.texts), 64):
-            chunk = [template.format(n) for n in pool.texts[start : start + 64]]
-            enc = tokenize(backbone, chunk, encoder.text_prefix, 0)
-            vectors.append(prompted_embeddings(backbone, enc["input_ids"], enc["attention_mask"], None))
-    return torch.cat(vectors).clone()  # clone: usable in autograd graphs
-
-
 def _per_language_class_vectors(name_vectors: torch.Tensor, pool: NamePool, n_classes: int) -> torch.Tensor:
     """[K, C, H]: class vectors from one label language at a time, for the languages that name
     every class (the variance penalty compares like with like)."""
@@ -243,7 +232,8 @@ def train_prompt(
 
     # Label names are embedded once, without the prompt, exactly as at inference.
     pool = NamePool.build(label_set, extra_names, negatives)
-    name_vectors = _name_vectors(backbone, pool, config.label_template)
+    # clone(): leave inference mode so the vectors can enter the autograd graph
+    name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
     owner = torch.tensor(pool.owner, device=name_vectors.device)
     n_train_classes = len(label_set)
     n_classes = n_train_classes + len(negatives or {})
