@@ -92,6 +92,17 @@ def initial_prompt(backbone: Backbone, config: TrainConfig) -> torch.Tensor:
         return backbone.word_embeddings(torch.tensor(ids, device=backbone.device)).detach().float().clone()
 
 
+def _embed_encoded(backbone: Backbone, encoded: dict, prompt: torch.Tensor | None, batch_size: int = 64) -> torch.Tensor:
+    """Sentence vectors of pre-tokenised texts, batch by batch, without gradients."""
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    with torch.inference_mode():
+        vectors = torch.cat([
+            prompted_embeddings(backbone, *_trim(ids[i : i + batch_size], mask[i : i + batch_size]), prompt)
+            for i in range(0, ids.shape[0], batch_size)
+        ])
+    return vectors.clone()  # clone: usable outside inference mode
+
+
 def _loss_and_accuracy(
     backbone: Backbone,
     encoded: dict,
@@ -99,18 +110,11 @@ def _loss_and_accuracy(
     prompt: torch.Tensor,
     label_vectors: torch.Tensor,
     temperature: float,
-    batch_size: int,
 ) -> tuple[float, float]:
-    total, correct = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, targets.shape[0], batch_size):
-            sl = slice(start, start + batch_size)
-            vectors = prompted_embeddings(backbone, encoded["input_ids"][sl], encoded["attention_mask"][sl], prompt)
-            logits = vectors @ label_vectors.T / temperature
-            total += F.cross_entropy(logits, targets[sl], reduction="sum").item()
-            correct += (logits.argmax(-1) == targets[sl]).sum().item()
-    n = targets.shape[0]
-    return total / n, correct / n
+    logits = _embed_encoded(backbone, encoded, prompt) @ label_vectors.T / temperature
+    loss = F.cross_entropy(logits, targets).item()
+    accuracy = (logits.argmax(-1) == targets).float().mean().item()
+    return loss, accuracy
 
 
 def _encode_all(backbone: Backbone, data: LabelledData, prefix: str, config: TrainConfig) -> dict:
@@ -193,8 +197,7 @@ def _penalty(
         assert zero_shot is not None
         return kl_to_zero_shot(logits, zero_shot[idx] @ classes.T / config.temperature)
     if config.penalty == "variance":
-        if per_language is None or per_language.shape[0] < 2:
-            raise RosPromptError("--penalty variance needs label names in at least two languages for every class")
+        assert per_language is not None
         per_language_logits = torch.einsum("bh,kch->kbc", vectors, per_language) / config.temperature
         return language_loss_variance(per_language_logits, gold)
     if config.penalty == "l2":
@@ -240,9 +243,11 @@ def train_prompt(
     all_classes = class_vectors(name_vectors, owner, n_classes)
     label_vectors = all_classes[:n_train_classes]  # dev selection: training classes, all names
     similarity = all_classes @ all_classes.T
-    per_language = (
-        _per_language_class_vectors(name_vectors, pool, n_train_classes) if config.penalty == "variance" else None
-    )
+    per_language = None
+    if config.penalty == "variance" and config.penalty_weight > 0:
+        per_language = _per_language_class_vectors(name_vectors, pool, n_train_classes)
+        if per_language.shape[0] < 2:
+            raise RosPromptError("--penalty variance needs label names in at least two languages for every class")
     prefix = backbone.text_prefix
 
     enc = _encode_all(backbone, train, prefix, config)
@@ -250,13 +255,8 @@ def train_prompt(
     dev_enc = _encode_all(backbone, dev, prefix, config) if dev else None
     dev_targets = torch.tensor([index[y] for y in dev.labels], device=backbone.device) if dev else None
 
-    zero_shot = None
-    if config.penalty == "kl":
-        with torch.inference_mode():
-            zero_shot = torch.cat([
-                prompted_embeddings(backbone, *_trim(enc["input_ids"][i : i + 64], enc["attention_mask"][i : i + 64]), None)
-                for i in range(0, len(train), 64)
-            ]).clone()
+    # The KL penalty compares with the backbone's own (prompt-free) view of each training text.
+    zero_shot = _embed_encoded(backbone, enc, None) if config.penalty == "kl" else None
 
     init = initial_prompt(backbone, config)
     prompt = torch.nn.Parameter(init.clone())
@@ -305,7 +305,7 @@ def train_prompt(
         log = EpochLog(epoch, epoch_loss / len(train), None, None)
         if dev_enc is not None:
             log.dev_loss, log.dev_accuracy = _loss_and_accuracy(
-                backbone, dev_enc, dev_targets, prompt.detach(), label_vectors, config.temperature, 64
+                backbone, dev_enc, dev_targets, prompt.detach(), label_vectors, config.temperature
             )
             if log.dev_loss < best_dev_loss:
                 best_dev_loss = log.dev_loss

@@ -179,3 +179,18 @@ def test_train_cli_accepts_the_rosprompt_options(cli, tmp_path):
     assert (hp["language_keep"], hp["smoothing"], hp["penalty"], hp["penalty_weight"]) == (0.5, 0.1, "kl", 0.5)
     bad = cli("train", SAMPLES / "train_en.csv", "--penalty", "magic", "--out", tmp_path / "q.safetensors", check=False)
     assert bad.returncode == 1 and b"--penalty 'magic'" in bad.stderr
+
+
+def test_variance_penalty_without_two_label_languages_fails_before_training(backbone):
+    from rosprompt_cli.errors import RosPromptError
+    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.labels import LabelSet
+    from rosprompt_cli.training import TrainConfig, train_prompt
+
+    data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(1, seed=1)
+    labels = LabelSet.from_names(sorted(data.label_names()))  # English names only
+    epochs_run = []
+    with pytest.raises(RosPromptError, match="at least two languages"):
+        train_prompt(backbone, data, labels, TrainConfig(prompt_length=2, epochs=1, penalty="variance", penalty_weight=1.0),
+                     on_epoch=epochs_run.append)
+    assert epochs_run == []
