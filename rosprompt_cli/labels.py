@@ -10,12 +10,20 @@ from rosprompt_cli.errors import RosPromptError
 
 # "|" joins labels in the multi-label output column, so it cannot appear inside a label.
 _FORBIDDEN = "|"
+# Label language assumed for names the user gave without one (label names are usually English).
+GIVEN = "eng_Latn"
 
 
 @dataclass(frozen=True)
 class Label:
     name: str  # the value written to the output
     names: tuple[str, ...]  # verbalisations: the name itself first, then synonyms/translations
+    # The label language of each name (FLORES-200 code), e.g. from the lexicon; names beyond
+    # this tuple were given by the user and count as GIVEN (English).
+    languages: tuple[str, ...] = ()
+
+    def language_of(self, index: int) -> str:
+        return self.languages[index] if index < len(self.languages) else GIVEN
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,16 @@ class LabelSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def name_table(self) -> tuple[list[str], list[int], list[str]]:
+        """Every name of every label, flat: (names, owning label index, label language)."""
+        names, owner, languages = [], [], []
+        for i, label in enumerate(self.labels):
+            for j, name in enumerate(label.names):
+                names.append(name)
+                owner.append(i)
+                languages.append(label.language_of(j))
+        return names, owner, languages
 
     def as_dict(self) -> dict[str, list[str]]:
         return {label.name: list(label.names) for label in self.labels}

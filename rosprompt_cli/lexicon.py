@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from rosprompt_cli.labels import Label, LabelSet
+
 LEXICON_PATH = Path(__file__).resolve().parent / "data" / "lexicon.yaml"
 
 Lexicon = dict[str, dict[str, list[str]]]  # label -> language -> names
@@ -33,7 +35,72 @@ def load_lexicon() -> Lexicon:
     return lexicon
 
 
+# Common short forms a user (or a dataset such as BBC News) uses for a lexicon topic.
+ALIASES = {
+    "tech": "technology",
+    "sport": "sports",
+    "sci/tech": "science/technology",
+    "scitech": "science/technology",
+    "world": "diplomacy",
+    "movies": "film",
+    "disaster": "disasters",
+    "religions": "religion",
+}
+
+
 def lookup(label: str) -> dict[str, list[str]] | None:
-    """The lexicon entry of `label` (case-insensitive on the label key), or None."""
+    """The lexicon entry of `label` (case-insensitive on the key, common short forms such as
+    "tech" included), or None."""
     lexicon = load_lexicon()
-    return lexicon.get(label) or lexicon.get(label.strip().lower())
+    key = label.strip().lower()
+    return lexicon.get(label) or lexicon.get(key) or lexicon.get(ALIASES.get(key, ""))
+
+
+def names_by_language(label_set: LabelSet) -> dict[str, dict[str, list[str]]]:
+    """Lexicon names of every label of the set that the lexicon knows: label -> language -> names."""
+    found = {}
+    for label in label_set.labels:
+        entry = lookup(label.name)
+        if entry is not None:
+            found[label.name] = entry
+    return found
+
+
+def expand(label_set: LabelSet) -> LabelSet:
+    """Each label verbalised by its own names plus its lexicon names in every language; a label
+    the lexicon does not know keeps just its own names."""
+    by_language = names_by_language(label_set)
+    labels = []
+    for label in label_set.labels:
+        names = list(label.names)
+        languages = [label.language_of(j) for j in range(len(names))]
+        seen = set(names)
+        for language, extra in by_language.get(label.name, {}).items():
+            for name in extra:
+                if name not in seen:
+                    seen.add(name)
+                    names.append(name)
+                    languages.append(language)
+        labels.append(Label(label.name, tuple(names), tuple(languages)))
+    return LabelSet(tuple(labels))
+
+
+def open_world_negatives(
+    exclude: LabelSet | list[str], languages: set[str] | None = None
+) -> dict[str, dict[str, list[str]]]:
+    """Lexicon topics to use as never-target classes in training: every topic except the labels
+    in `exclude` (and the topics those labels are aliases of); only their names in `languages`
+    when given."""
+    names = exclude.names if isinstance(exclude, LabelSet) else list(exclude)
+    skip = set()
+    for name in names:
+        key = name.strip().lower()
+        skip.update({name, key, ALIASES.get(key, key)})
+    chosen = {}
+    for topic, entry in load_lexicon().items():
+        if topic in skip:
+            continue
+        names = {lang: n for lang, n in entry.items() if languages is None or lang in languages}
+        if names:
+            chosen[topic] = names
+    return chosen

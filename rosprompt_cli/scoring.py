@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.objective import class_vectors
+from rosprompt_cli.objective import class_vectors, group_ids
 from rosprompt_cli.prompt import SoftPrompt
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
@@ -101,11 +101,12 @@ class EmbeddingScorer:
 
     @torch.inference_mode()
     def label_vectors(self, label_set: LabelSet) -> torch.Tensor:
-        """[L, H] class vectors: normalised mean of each label's name embeddings."""
-        owner = [i for i, label in enumerate(label_set.labels) for _ in label.names]
-        names = [name for label in label_set.labels for name in label.names]
+        """[L, H] class vectors from each label's name embeddings (objective.class_vectors):
+        language-centred when the names come in several label languages."""
+        names, owner, languages = label_set.name_table()
         vectors = self.name_vectors(names)
-        return class_vectors(vectors, torch.tensor(owner, device=vectors.device), len(label_set))
+        groups = group_ids(languages, vectors.device) if len(set(languages)) > 1 else None
+        return class_vectors(vectors, torch.tensor(owner, device=vectors.device), len(label_set), groups=groups)
 
     @torch.inference_mode()
     def text_vectors(self, texts: Sequence[str]) -> torch.Tensor:

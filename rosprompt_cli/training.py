@@ -16,6 +16,7 @@ from rosprompt_cli.labelled import LabelledData
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.objective import (
     class_vectors,
+    group_ids,
     kl_to_zero_shot,
     l2_to_init,
     language_dropout_mask,
@@ -49,6 +50,12 @@ class TrainConfig:
     smoothing: float = 0.0  # contrastive label smoothing ε
     penalty: str = "none"  # none | kl | variance | l2
     penalty_weight: float = 0.0  # λ
+    # Open-world negatives closer than this (cosine of class vectors) to a training class are
+    # near-synonyms of it (tourism for travel), not contrasts, and are left out.
+    negative_max_similarity: float = 0.3
+    # Language-centred class vectors in training (objective.class_vectors). Off: on SIB-200 dev
+    # they made the prompt over-fit (see bench/results/quality.md); plain means are used.
+    centre_languages: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -149,9 +156,7 @@ class NamePool:
         for i, label in enumerate(label_set.labels):
             seen = set()
             for j, name in enumerate(label.names):
-                # Names given without a language: the first is taken as English, the others as
-                # groups of their own, so label-language dropout can still drop them.
-                add(i, "eng_Latn" if j == 0 else f"given:{j}", name)
+                add(i, label.language_of(j), name)
                 seen.add(name)
             for language, names in (extra or {}).get(label.name, {}).items():
                 for name in names:
@@ -163,6 +168,21 @@ class NamePool:
                 for name in names:
                     add(len(label_set) + k, language, name)
         return cls(texts, owner, languages)
+
+
+def _drop_close_negatives(
+    pool: NamePool, name_vectors: torch.Tensor, n_train: int, groups: torch.Tensor | None, limit: float
+) -> tuple[NamePool, torch.Tensor]:
+    """Leave out the negative classes whose vector is within `limit` cosine of a training class."""
+    owner = torch.tensor(pool.owner, device=name_vectors.device)
+    n_classes = max(pool.owner) + 1
+    vectors = class_vectors(name_vectors, owner, n_classes, groups=groups)
+    closeness = (vectors[n_train:] @ vectors[:n_train].T).max(1).values
+    kept = [n_train + k for k in range(n_classes - n_train) if closeness[k] <= limit]
+    new_index = {c: c for c in range(n_train)} | {c: n_train + i for i, c in enumerate(kept)}
+    rows = [i for i, c in enumerate(pool.owner) if c in new_index]
+    filtered = NamePool([pool.texts[i] for i in rows], [new_index[pool.owner[i]] for i in rows], [pool.languages[i] for i in rows])
+    return filtered, name_vectors[rows]
 
 
 def _per_language_class_vectors(name_vectors: torch.Tensor, pool: NamePool, n_classes: int) -> torch.Tensor:
@@ -237,10 +257,16 @@ def train_prompt(
     pool = NamePool.build(label_set, extra_names, negatives)
     # clone(): leave inference mode so the vectors can enter the autograd graph
     name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
-    owner = torch.tensor(pool.owner, device=name_vectors.device)
     n_train_classes = len(label_set)
-    n_classes = n_train_classes + len(negatives or {})
-    all_classes = class_vectors(name_vectors, owner, n_classes)
+    # Language-centred class vectors when names come in several label languages (as at inference).
+    multilingual = config.centre_languages and len(set(pool.languages)) > 1
+    if negatives:
+        groups = group_ids(pool.languages, name_vectors.device) if multilingual else None
+        pool, name_vectors = _drop_close_negatives(pool, name_vectors, n_train_classes, groups, config.negative_max_similarity)
+    owner = torch.tensor(pool.owner, device=name_vectors.device)
+    n_classes = max(pool.owner) + 1
+    groups = group_ids(pool.languages, owner.device) if multilingual else None
+    all_classes = class_vectors(name_vectors, owner, n_classes, groups=groups)
     label_vectors = all_classes[:n_train_classes]  # dev selection: training classes, all names
     similarity = all_classes @ all_classes.T
     per_language = None
@@ -286,7 +312,7 @@ def train_prompt(
             classes = all_classes
             if config.language_keep < 1.0:
                 keep = language_dropout_mask(pool.languages, config.language_keep, generator).to(owner.device)
-                classes = class_vectors(name_vectors, owner, n_classes, keep)
+                classes = class_vectors(name_vectors, owner, n_classes, keep, groups)
             logits = vectors @ classes.T / config.temperature
             if config.smoothing > 0:
                 q = smoothed_targets(gold, similarity, config.smoothing, n_targets=n_train_classes)
@@ -325,6 +351,9 @@ def train_prompt(
         "dev_loss": None if best.dev_loss is None else round(best.dev_loss, 6),
         "dev_accuracy": None if best.dev_accuracy is None else round(best.dev_accuracy, 6),
         "seconds": round(time.perf_counter() - started, 2),
+        "label_names": sum(1 for c in pool.owner if c < n_train_classes),
+        "label_languages": len(set(pool.languages)),
+        "open_world_negatives": n_classes - n_train_classes,
     }
     meta = PromptMeta(
         backbone_name=backbone.name,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from rosprompt_cli.lexicon import LEXICON_PATH, load_lexicon, lookup
+from rosprompt_cli.labels import GIVEN, LabelSet
+from rosprompt_cli.lexicon import LEXICON_PATH, expand, load_lexicon, lookup, open_world_negatives
 
 SIB_AND_BBC = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography",
                "business", "technology"]
@@ -36,3 +37,29 @@ def test_entries_are_non_empty_without_duplicates():
 def test_lookup_is_case_insensitive():
     assert lookup("Sports") == lookup("sports") is not None
     assert lookup("no such topic") is None
+
+
+def test_short_forms_resolve_to_lexicon_topics():
+    assert lookup("tech") == lookup("technology")
+    assert lookup("Sport") == lookup("sports")
+
+
+def test_expand_adds_lexicon_names_with_their_languages_and_keeps_unknown_labels():
+    given = LabelSet.from_mapping({"sports": ["sports", "deportes"], "knitting": ["knitting"]})
+    expanded = expand(given)
+    sports, knitting = expanded.labels
+    assert sports.names[:2] == ("sports", "deportes") and sports.languages[:2] == (GIVEN, GIVEN)
+    assert "michezo" in sports.names  # Swahili, from the lexicon
+    assert sports.languages[sports.names.index("michezo")] == "swh_Latn"
+    assert len(set(sports.names)) == len(sports.names), "a name is embedded once per label"
+    assert knitting.names == ("knitting",) and knitting.language_of(0) == GIVEN
+    names, owner, languages = expanded.name_table()
+    assert len(names) == len(owner) == len(languages) == len(sports.names) + 1
+
+
+def test_open_world_negatives_leave_out_the_labels_and_their_aliases():
+    negatives = open_world_negatives(["tech", "sports"])
+    assert "technology" not in negatives and "sports" not in negatives
+    assert "weather" in negatives and len(negatives) == len(load_lexicon()) - 2
+    english = open_world_negatives(["tech", "sports"], {"eng_Latn"})
+    assert set(english) == set(negatives) and all(set(e) == {"eng_Latn"} for e in english.values())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from rosprompt_cli.objective import (
     class_vectors,
+    group_ids,
     kl_to_zero_shot,
     l2_to_init,
     language_dropout_mask,
@@ -65,6 +66,38 @@ def test_class_vectors_with_language_dropout():
     # class 1's only name is dropped: it keeps it rather than vanish
     dropped = class_vectors(names, owner, 2, keep=torch.tensor([True, False, False]))
     assert torch.allclose(dropped, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+
+
+def test_language_centred_class_vectors():
+    # Two classes named in language A (rows 0, 1) and B (rows 2, 3); each language adds its own
+    # offset (dimension 2 for A, 3 for B), which centring removes exactly.
+    names = torch.tensor([
+        [1.0, 0.0, 1.0, 0.0],  # class 0, language A
+        [0.0, 1.0, 1.0, 0.0],  # class 1, language A
+        [1.0, 0.0, 0.0, 3.0],  # class 0, language B
+        [0.0, 1.0, 0.0, 3.0],  # class 1, language B
+    ])
+    owner = torch.tensor([0, 1, 0, 1])
+    groups = group_ids(["A", "A", "B", "B"])
+    assert groups.tolist() == [0, 0, 1, 1]
+    centred = class_vectors(names, owner, 2, groups=groups)
+    # per language: class 0 = [.5, -.5, 0, 0], class 1 = [-.5, .5, 0, 0]; same in both languages
+    expected = torch.tensor([[1.0, -1.0, 0.0, 0.0], [-1.0, 1.0, 0.0, 0.0]]) / math.sqrt(2)
+    assert torch.allclose(centred, expected, atol=1e-6)
+    plain = class_vectors(names, owner, 2)
+    assert plain[0, 3] > 0.5, "without centring, language B's offset dominates"
+
+
+def test_centring_skips_a_language_that_names_one_class():
+    names = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    owner = torch.tensor([0, 1, 0])
+    groups = group_ids(["A", "A", "C"])  # language C names only class 0: nothing to centre against
+    centred = class_vectors(names, owner, 2, groups=groups)
+    expected = torch.tensor([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]) / math.sqrt(2)
+    assert torch.allclose(centred, expected, atol=1e-6)
+    # a class whose only names are in such languages falls back to its plain mean
+    lonely = class_vectors(names, torch.tensor([0, 0, 1]), 2, groups=group_ids(["A", "A", "C"]))
+    assert torch.allclose(lonely[1], torch.tensor([0.0, 0.0, 1.0]))
 
 
 def test_language_dropout_is_per_language_and_seeded():

@@ -38,6 +38,14 @@ LabelsFile = Annotated[
         show_default=False,
     ),
 ]
+Lexicon = Annotated[
+    bool,
+    typer.Option(
+        "--lexicon/--no-lexicon",
+        help="Also name each label the built-in lexicon knows (50 news topics) in its ~40 languages; "
+        "other labels keep the names given.",
+    ),
+]
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the text.")]
 Format = Annotated[
     str | None,

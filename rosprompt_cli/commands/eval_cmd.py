@@ -15,6 +15,7 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.evaluation import evaluate as run_evaluation
 from rosprompt_cli.labelled import load_labelled
 from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.lexicon import expand
 from rosprompt_cli.metrics import Report
 from rosprompt_cli.scoring import build_scorer
 
@@ -60,6 +61,7 @@ def evaluate(
     input: Annotated[str, typer.Argument(help="Labelled input: file, datasets folder, or hf:NAME[:split].", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
+    lexicon: common.Lexicon = True,
     text_col: common.TextCol = "text",
     label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = "label",
     lang_col: Annotated[
@@ -84,6 +86,8 @@ def evaluate(
         raise RosPromptError(
             f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
         )
+    if lexicon:
+        label_set = expand(label_set)
     scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
     common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels, {len(data):,} rows")
     report = run_evaluation(scorer, data, label_set, batch_size)

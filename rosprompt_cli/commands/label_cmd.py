@@ -10,6 +10,7 @@ from rosprompt_cli.commands import common
 from rosprompt_cli.io import STDIO, TableWriter, format_from_path, open_source
 from rosprompt_cli.labeling import LabelOptions, label_table
 from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.lexicon import expand
 from rosprompt_cli.scoring import build_scorer
 
 HELP = (
@@ -22,6 +23,7 @@ def label(
     input: Annotated[str, typer.Argument(help="Input file, or - for stdin.", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
+    lexicon: common.Lexicon = True,
     text_col: common.TextCol = "text",
     prompt: common.PromptPath = None,
     no_prompt: common.NoPrompt = False,
@@ -44,6 +46,8 @@ def label(
     max_length: common.MaxLength = None,
 ) -> None:
     label_set = resolve_label_set(labels, labels_file)
+    if lexicon:
+        label_set = expand(label_set)
     options = LabelOptions(
         text_col=text_col,
         batch_size=batch_size,

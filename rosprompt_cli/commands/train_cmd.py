@@ -11,7 +11,8 @@ from rosprompt_cli.backbone import load_backbone
 from rosprompt_cli.commands import common
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labelled import load_labelled
-from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.labels import GIVEN, resolve_label_set
+from rosprompt_cli.lexicon import names_by_language, open_world_negatives
 from rosprompt_cli.training import EpochLog, TrainConfig, train_prompt
 
 HELP = (
@@ -53,6 +54,17 @@ def train(
         str, typer.Option("--penalty", help="Robustness penalty: none, kl (to zero-shot), variance (across label languages), l2 (to init).")
     ] = _DEFAULTS.penalty,
     penalty_weight: Annotated[float, typer.Option("--penalty-weight", help="Weight λ of the penalty.")] = _DEFAULTS.penalty_weight,
+    lexicon: Annotated[
+        bool,
+        typer.Option("--lexicon/--no-lexicon", help="Multilingual labels: also name each training label the built-in lexicon knows in its ~40 languages."),
+    ] = True,
+    negatives: Annotated[
+        bool,
+        typer.Option("--negatives/--no-negatives", help="Open-world negatives: lexicon topics outside the training labels join the softmax as classes that are never the answer."),
+    ] = True,
+    negative_max_similarity: Annotated[
+        float, typer.Option("--negative-max-similarity", help="Leave out negatives this close (cosine) to a training label: near-synonyms, not contrasts.")
+    ] = _DEFAULTS.negative_max_similarity,
     fmt: common.Format = None,
     split: common.Split = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing prompt file.")] = False,
@@ -67,6 +79,7 @@ def train(
         prompt_length=prompt_len, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         max_length=max_length, label_template=label_template, language_keep=language_keep,
         smoothing=smoothing, penalty=penalty, penalty_weight=penalty_weight,
+        negative_max_similarity=negative_max_similarity,
     )
     data = load_labelled(input, text_col, label_col, None, fmt, split)
     if shots is not None:
@@ -80,6 +93,9 @@ def train(
         dev_part = f", dev loss {log.dev_loss:.4f}, dev acc {log.dev_accuracy:.3f}" if log.dev_loss is not None else ""
         common.info(f"epoch {log.epoch}/{epochs}: train loss {log.train_loss:.4f}{dev_part}")
 
-    prompt = train_prompt(backbone, data, label_set, config, dev_data, on_epoch=report)
+    extra = names_by_language(label_set) if lexicon else None
+    negative_topics = open_world_negatives(label_set, None if lexicon else {GIVEN}) if negatives else None
+    prompt = train_prompt(backbone, data, label_set, config, dev_data, on_epoch=report,
+                          extra_names=extra, negatives=negative_topics)
     prompt.save(out)
     common.info(f"saved {out} (epoch {prompt.meta.metrics['selected_epoch']} kept)")
