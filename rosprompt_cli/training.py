@@ -80,6 +80,11 @@ class TrainConfig:
             raise RosPromptError("--label-template must contain {} where the label name goes")
 
 
+# What `rosprompt train` uses by default: the RoSPrompt system of bench/quality.py (with the
+# lexicon's label names and open-world negatives, which train_prompt takes as arguments).
+ROSPROMPT_DEFAULTS = TrainConfig(language_keep=0.5, smoothing=0.1, penalty="kl", penalty_weight=1.0)
+
+
 @dataclass
 class EpochLog:
     epoch: int
@@ -173,10 +178,16 @@ class NamePool:
 def _drop_close_negatives(
     pool: NamePool, name_vectors: torch.Tensor, n_train: int, groups: torch.Tensor | None, limit: float
 ) -> tuple[NamePool, torch.Tensor]:
-    """Leave out the negative classes whose vector is within `limit` cosine of a training class."""
+    """Leave out the negative classes within `limit` cosine of a training class.
+
+    Closeness is measured between class vectors centred on the mean of all classes: raw sentence
+    embeddings of label names are all alike (cosine ~0.95 for unrelated topics), and centring
+    leaves what tells the topics apart (travel-tourism ~0.7, travel-sports ~0).
+    """
     owner = torch.tensor(pool.owner, device=name_vectors.device)
     n_classes = max(pool.owner) + 1
     vectors = class_vectors(name_vectors, owner, n_classes, groups=groups)
+    vectors = F.normalize(vectors - vectors.mean(0, keepdim=True), dim=-1)
     closeness = (vectors[n_train:] @ vectors[:n_train].T).max(1).values
     kept = [n_train + k for k in range(n_classes - n_train) if closeness[k] <= limit]
     new_index = {c: c for c in range(n_train)} | {c: n_train + i for i, c in enumerate(kept)}
@@ -258,7 +269,7 @@ def train_prompt(
     # clone(): leave inference mode so the vectors can enter the autograd graph
     name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
     n_train_classes = len(label_set)
-    # Language-centred class vectors when names come in several label languages (as at inference).
+    # Language-centred class vectors only if asked for (config.centre_languages).
     multilingual = config.centre_languages and len(set(pool.languages)) > 1
     if negatives:
         groups = group_ids(pool.languages, name_vectors.device) if multilingual else None

@@ -118,3 +118,20 @@ def test_labels_file_with_multilingual_names(cli, tmp_path):
     cli("label", SAMPLES / "news_multilingual.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
     got = _read_csv(out)
     assert len(got) == 315 and {r["label"] for r in got} <= set(LABELS)
+
+
+def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_path):
+    rows = tmp_path / "few.csv"
+    rows.write_text("text\nLa selección ganó el partido de fútbol anoche.\nMvua kubwa inatarajiwa kesho pwani.\n", encoding="utf-8")
+    runs = {}
+    for flag in ("--lexicon", "--no-lexicon"):
+        out = tmp_path / f"out{flag}.csv"
+        proc = cli("label", rows, "--labels", "sports,weather,knitting", "--no-prompt", "--all-scores", flag, "--out", out)
+        runs[flag] = (_read_csv(out), proc.stderr.decode())
+    default = cli("label", rows, "--labels", "sports,weather,knitting", "--no-prompt", "--out", tmp_path / "d.csv")
+    assert "lexicon label names" in default.stderr.decode() and "lexicon label names" in runs["--lexicon"][1]
+    assert "lexicon label names" not in runs["--no-lexicon"][1]
+    with_lexicon, without = runs["--lexicon"][0], runs["--no-lexicon"][0]
+    assert [r["label"] for r in with_lexicon] == ["sports", "weather"]
+    assert with_lexicon[0]["score_sports"] != without[0]["score_sports"], "the lexicon changes the label vectors"
+    assert [r["text"] for r in without] == [r["text"] for r in with_lexicon]

@@ -148,24 +148,46 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
         {"penalty": "kl", "penalty_weight": 1.0},
         {"penalty": "variance", "penalty_weight": 1.0},
         {"penalty": "l2", "penalty_weight": 0.1},
+        {"smoothing": 0.1, "negatives": True},
+        {"language_keep": 0.5, "smoothing": 0.1, "penalty": "kl", "penalty_weight": 1.0, "negatives": True},
     ],
 )
 def test_each_rosprompt_ingredient_trains_deterministically(backbone, options):
     from rosprompt_cli.labelled import load_labelled
     from rosprompt_cli.labels import load_label_file
+    from rosprompt_cli.lexicon import names_by_language, open_world_negatives
     from rosprompt_cli.training import TrainConfig, train_prompt
 
+    options = dict(options)
     data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
     labels = load_label_file(SAMPLES / "labels.yaml")  # several names per label
+    extra = names_by_language(labels)  # and the lexicon's names, by label language
+    negatives = open_world_negatives(labels) if options.pop("negatives", False) else None
     base = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3)
-    plain = train_prompt(backbone, data, labels, base)
+    plain = train_prompt(backbone, data, labels, base, extra_names=extra)
     config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3, **options)
-    a = train_prompt(backbone, data, labels, config)
-    b = train_prompt(backbone, data, labels, config)
+    a = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
+    b = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
     assert torch.equal(a.vectors, b.vectors)
     assert torch.isfinite(a.vectors).all()
     assert not torch.equal(a.vectors, plain.vectors), "the ingredient changes training"
     assert a.meta.hyperparameters | options == a.meta.hyperparameters, "recorded in the prompt file"
+    assert a.meta.metrics["label_languages"] > 20
+    if negatives:
+        kept = a.meta.metrics["open_world_negatives"]
+        assert 0 < kept < len(negatives), "near-synonyms of the training labels are left out"
+
+
+def test_near_synonym_negatives_are_left_out():
+    from rosprompt_cli.training import NamePool, _drop_close_negatives
+
+    # training classes 0, 1; negatives 2 (close to class 0) and 3 (far from both); every vector
+    # also shares a common direction (dimension 3), as sentence embeddings do, which centring removes
+    vectors = torch.tensor([[1.0, 0.0, 0.0, 3.0], [0.0, 1.0, 0.0, 3.0], [0.9, 0.1, 0.0, 3.0], [0.0, 0.0, 1.0, 3.0]])
+    pool = NamePool(["a", "b", "a-ish", "c"], [0, 1, 2, 3], ["eng_Latn"] * 4)
+    kept, kept_vectors = _drop_close_negatives(pool, vectors, 2, None, 0.3)
+    assert kept.texts == ["a", "b", "c"] and kept.owner == [0, 1, 2]
+    assert torch.equal(kept_vectors, vectors[[0, 1, 3]])
 
 
 def test_train_cli_accepts_the_rosprompt_options(cli, tmp_path):

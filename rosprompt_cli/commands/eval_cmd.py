@@ -61,7 +61,7 @@ def evaluate(
     input: Annotated[str, typer.Argument(help="Labelled input: file, datasets folder, or hf:NAME[:split].", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
-    lexicon: common.Lexicon = True,
+    lexicon: common.Lexicon = None,
     text_col: common.TextCol = "text",
     label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = "label",
     lang_col: Annotated[
@@ -86,9 +86,10 @@ def evaluate(
         raise RosPromptError(
             f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
         )
-    if lexicon:
-        label_set = expand(label_set)
     scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+    if common.use_lexicon(lexicon, scorer.prompt is not None):
+        label_set = expand(label_set)
+        note += ", lexicon label names"
     common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels, {len(data):,} rows")
     report = run_evaluation(scorer, data, label_set, batch_size)
     console = Console()

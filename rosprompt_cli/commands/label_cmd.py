@@ -23,7 +23,7 @@ def label(
     input: Annotated[str, typer.Argument(help="Input file, or - for stdin.", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
-    lexicon: common.Lexicon = True,
+    lexicon: common.Lexicon = None,
     text_col: common.TextCol = "text",
     prompt: common.PromptPath = None,
     no_prompt: common.NoPrompt = False,
@@ -46,8 +46,6 @@ def label(
     max_length: common.MaxLength = None,
 ) -> None:
     label_set = resolve_label_set(labels, labels_file)
-    if lexicon:
-        label_set = expand(label_set)
     options = LabelOptions(
         text_col=text_col,
         batch_size=batch_size,
@@ -67,6 +65,9 @@ def label(
         writer = TableWriter(out, out_fmt, force=force)
         try:
             scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+            if common.use_lexicon(lexicon, scorer.prompt is not None):
+                label_set = expand(label_set)
+                note += ", lexicon label names"
             common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels")
             with common.row_progress("labelling") as advance:
                 summary = label_table(source, writer, scorer, label_set, options, on_rows=advance)

@@ -13,14 +13,14 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labelled import load_labelled
 from rosprompt_cli.labels import GIVEN, resolve_label_set
 from rosprompt_cli.lexicon import names_by_language, open_world_negatives
-from rosprompt_cli.training import EpochLog, TrainConfig, train_prompt
+from rosprompt_cli.training import ROSPROMPT_DEFAULTS, EpochLog, TrainConfig, train_prompt
 
 HELP = (
     "Train a soft prompt on labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]) "
     "and save it as a .safetensors prompt file. Only the prompt is trained; the backbone stays frozen."
 )
 
-_DEFAULTS = TrainConfig()
+_DEFAULTS = ROSPROMPT_DEFAULTS
 
 
 def train(
