@@ -127,9 +127,10 @@ def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_
     for flag in ("--lexicon", "--no-lexicon"):
         out = tmp_path / f"out{flag}.csv"
         proc = cli("label", rows, "--labels", "sports,weather,knitting", "--no-prompt", "--all-scores", flag, "--out", out)
-        runs[flag] = (_read_csv(out), proc.stderr.decode())
+        runs[flag] = (_read_csv(out), " ".join(proc.stderr.decode().split()))  # rich wraps long lines
     default = cli("label", rows, "--labels", "sports,weather,knitting", "--no-prompt", "--out", tmp_path / "d.csv")
-    assert "lexicon label names" in default.stderr.decode() and "lexicon label names" in runs["--lexicon"][1]
+    assert "lexicon label names" in " ".join(default.stderr.decode().split())
+    assert "lexicon label names" in runs["--lexicon"][1]
     assert "lexicon label names" not in runs["--no-lexicon"][1]
     with_lexicon, without = runs["--lexicon"][0], runs["--no-lexicon"][0]
     assert [r["label"] for r in with_lexicon] == ["sports", "weather"]

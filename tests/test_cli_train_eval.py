@@ -216,3 +216,21 @@ def test_variance_penalty_without_two_label_languages_fails_before_training(back
         train_prompt(backbone, data, labels, TrainConfig(prompt_length=2, epochs=1, penalty="variance", penalty_weight=1.0),
                      on_epoch=epochs_run.append)
     assert epochs_run == []
+
+
+def test_shipped_default_prompt_beats_plain_zero_shot_on_the_samples(cli, tmp_path):
+    from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
+
+    shipped = shipped_prompt_path()
+    assert shipped is not None, "prompts/default.safetensors ships with the package"
+    assert SoftPrompt.load(shipped).meta.backbone_source == "bundled"
+    reports = {}
+    for name, flags in (("default", []), ("plain", ["--no-prompt"])):
+        out = tmp_path / f"{name}.json"
+        proc = cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--labels", SIB_LABELS,
+                   *flags, "--output", out)
+        reports[name] = (json.loads(out.read_text()), " ".join(proc.stderr.decode().split()))
+    assert "shipped prompt default.safetensors" in reports["default"][1]
+    assert "no prompt" in reports["plain"][1]
+    default, plain = reports["default"][0], reports["plain"][0]
+    assert default["accuracy"] > plain["accuracy"] and default["macro_f1"] > plain["macro_f1"]

@@ -60,8 +60,8 @@ def train(
     ] = True,
     negatives: Annotated[
         bool,
-        typer.Option("--negatives/--no-negatives", help="Open-world negatives: lexicon topics outside the training labels join the softmax as classes that are never the answer."),
-    ] = True,
+        typer.Option("--negatives/--no-negatives", help="Open-world negatives: lexicon topics outside the training labels join the softmax as classes that are never the answer (off by default: it hurt on SIB-200 dev)."),
+    ] = False,
     negative_max_similarity: Annotated[
         float, typer.Option("--negative-max-similarity", help="Leave out negatives this close (cosine) to a training label: near-synonyms, not contrasts.")
     ] = _DEFAULTS.negative_max_similarity,
