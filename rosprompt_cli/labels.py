@@ -62,6 +62,23 @@ class LabelSet:
                 languages.append(label.language_of(j))
         return names, owner, languages
 
+    def with_names(self, by_language: dict[str, dict[str, list[str]]]) -> LabelSet:
+        """Each label with more names, label -> language -> names, appended in that order with
+        their languages; a name the label already has is not added again."""
+        labels = []
+        for label in self.labels:
+            names = list(label.names)
+            languages = [label.language_of(j) for j in range(len(names))]
+            seen = set(names)
+            for language, extra in by_language.get(label.name, {}).items():
+                for name in extra:
+                    if name not in seen:
+                        seen.add(name)
+                        names.append(name)
+                        languages.append(language)
+            labels.append(Label(label.name, tuple(names), tuple(languages)))
+        return LabelSet(tuple(labels))
+
     def as_dict(self) -> dict[str, list[str]]:
         return {label.name: list(label.names) for label in self.labels}
 

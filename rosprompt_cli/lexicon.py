@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from rosprompt_cli.labels import Label, LabelSet
+from rosprompt_cli.labels import LabelSet
 
 LEXICON_PATH = Path(__file__).resolve().parent / "data" / "lexicon.yaml"
 
@@ -69,20 +69,7 @@ def names_by_language(label_set: LabelSet) -> dict[str, dict[str, list[str]]]:
 def expand(label_set: LabelSet) -> LabelSet:
     """Each label verbalised by its own names plus its lexicon names in every language; a label
     the lexicon does not know keeps just its own names."""
-    by_language = names_by_language(label_set)
-    labels = []
-    for label in label_set.labels:
-        names = list(label.names)
-        languages = [label.language_of(j) for j in range(len(names))]
-        seen = set(names)
-        for language, extra in by_language.get(label.name, {}).items():
-            for name in extra:
-                if name not in seen:
-                    seen.add(name)
-                    names.append(name)
-                    languages.append(language)
-        labels.append(Label(label.name, tuple(names), tuple(languages)))
-    return LabelSet(tuple(labels))
+    return label_set.with_names(names_by_language(label_set))
 
 
 def open_world_negatives(
@@ -100,7 +87,7 @@ def open_world_negatives(
     for topic, entry in load_lexicon().items():
         if topic in skip:
             continue
-        names = {lang: n for lang, n in entry.items() if languages is None or lang in languages}
-        if names:
-            chosen[topic] = names
+        kept = {lang: n for lang, n in entry.items() if languages is None or lang in languages}
+        if kept:
+            chosen[topic] = kept
     return chosen

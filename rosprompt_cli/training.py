@@ -53,8 +53,8 @@ class TrainConfig:
     # Open-world negatives closer than this (cosine of class vectors) to a training class are
     # near-synonyms of it (tourism for travel), not contrasts, and are left out.
     negative_max_similarity: float = 0.3
-    # Language-centred class vectors in training (objective.class_vectors). Off: on SIB-200 dev
-    # they made the prompt over-fit (see bench/results/quality.md); plain means are used.
+    # Language-centred class vectors in training (objective.class_vectors). Off: on a 30-language
+    # SIB-200 dev subsample they made the prompt over-fit (protocol G 55.4 vs 62.0 with plain means).
     centre_languages: bool = False
 
     def __post_init__(self) -> None:
@@ -81,7 +81,7 @@ class TrainConfig:
 
 
 # What `rosprompt train` uses by default: the RoSPrompt system of bench/quality.py (with the
-# lexicon's label names and open-world negatives, which train_prompt takes as arguments).
+# lexicon's label names, which train_prompt takes as an argument; no open-world negatives).
 ROSPROMPT_DEFAULTS = TrainConfig(language_keep=0.5, smoothing=0.1, penalty="kl", penalty_weight=1.0)
 
 
@@ -158,16 +158,8 @@ class NamePool:
             owner.append(class_index)
             languages.append(language)
 
-        for i, label in enumerate(label_set.labels):
-            seen = set()
-            for j, name in enumerate(label.names):
-                add(i, label.language_of(j), name)
-                seen.add(name)
-            for language, names in (extra or {}).get(label.name, {}).items():
-                for name in names:
-                    if name not in seen:
-                        add(i, language, name)
-                        seen.add(name)
+        for name, owner_index, language in zip(*label_set.with_names(extra or {}).name_table()):
+            add(owner_index, language, name)
         for k, by_language in enumerate((negatives or {}).values()):
             for language, names in by_language.items():
                 for name in names:
@@ -270,13 +262,13 @@ def train_prompt(
     name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
     n_train_classes = len(label_set)
     # Language-centred class vectors only if asked for (config.centre_languages).
-    multilingual = config.centre_languages and len(set(pool.languages)) > 1
+    centre = config.centre_languages and len(set(pool.languages)) > 1
     if negatives:
-        groups = group_ids(pool.languages, name_vectors.device) if multilingual else None
+        groups = group_ids(pool.languages, name_vectors.device) if centre else None
         pool, name_vectors = _drop_close_negatives(pool, name_vectors, n_train_classes, groups, config.negative_max_similarity)
     owner = torch.tensor(pool.owner, device=name_vectors.device)
     n_classes = max(pool.owner) + 1
-    groups = group_ids(pool.languages, owner.device) if multilingual else None
+    groups = group_ids(pool.languages, owner.device) if centre else None
     all_classes = class_vectors(name_vectors, owner, n_classes, groups=groups)
     label_vectors = all_classes[:n_train_classes]  # dev selection: training classes, all names
     similarity = all_classes @ all_classes.T

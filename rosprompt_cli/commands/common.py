@@ -9,6 +9,9 @@ from typing import Annotated, Iterator
 import typer
 from rich.console import Console
 
+from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.lexicon import expand
+
 stderr = Console(stderr=True, highlight=False)
 
 Model = Annotated[
@@ -50,8 +53,12 @@ Lexicon = Annotated[
 ]
 
 
-def use_lexicon(flag: bool | None, prompted: bool) -> bool:
-    return flag if flag is not None else not prompted
+def apply_lexicon(label_set: LabelSet, flag: bool | None, prompted: bool) -> tuple[LabelSet, str]:
+    """The label set with lexicon names when --lexicon asks (default: only without a prompt), and
+    a note for the status line."""
+    if flag if flag is not None else not prompted:
+        return expand(label_set), ", lexicon label names"
+    return label_set, ""
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the text.")]
 Format = Annotated[
     str | None,

@@ -15,7 +15,6 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.evaluation import evaluate as run_evaluation
 from rosprompt_cli.labelled import load_labelled
 from rosprompt_cli.labels import resolve_label_set
-from rosprompt_cli.lexicon import expand
 from rosprompt_cli.metrics import Report
 from rosprompt_cli.scoring import build_scorer
 
@@ -87,9 +86,8 @@ def evaluate(
             f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
         )
     scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
-    if common.use_lexicon(lexicon, scorer.prompt is not None):
-        label_set = expand(label_set)
-        note += ", lexicon label names"
+    label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
+    note += lexicon_note
     common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels, {len(data):,} rows")
     report = run_evaluation(scorer, data, label_set, batch_size)
     console = Console()

@@ -10,7 +10,6 @@ from rosprompt_cli.commands import common
 from rosprompt_cli.io import STDIO, TableWriter, format_from_path, open_source
 from rosprompt_cli.labeling import LabelOptions, label_table
 from rosprompt_cli.labels import resolve_label_set
-from rosprompt_cli.lexicon import expand
 from rosprompt_cli.scoring import build_scorer
 
 HELP = (
@@ -65,9 +64,8 @@ def label(
         writer = TableWriter(out, out_fmt, force=force)
         try:
             scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
-            if common.use_lexicon(lexicon, scorer.prompt is not None):
-                label_set = expand(label_set)
-                note += ", lexicon label names"
+            label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
+            note += lexicon_note
             common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels")
             with common.row_progress("labelling") as advance:
                 summary = label_table(source, writer, scorer, label_set, options, on_rows=advance)
