@@ -11,19 +11,21 @@ The library mirrors the CLI::
 from rosprompt_cli.backbone import Backbone, load_backbone
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.evaluation import evaluate, predict
-from rosprompt_cli.io import TableWriter, open_source
+from rosprompt_cli.io import open_source
+from rosprompt_cli.label_run import LabelRun, RunRequest, RunSummary
 from rosprompt_cli.labelled import LabelledData, load_labelled
-from rosprompt_cli.labeling import LabelOptions, label_frames, label_table
+from rosprompt_cli.labeling import LabelOptions, label_frames
 from rosprompt_cli.labels import Label, LabelSet, load_label_file, parse_label_arg
 from rosprompt_cli.metrics import Report, evaluate_predictions
+from rosprompt_cli.output import TableWriter
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.scoring import EmbeddingScorer, build_scorer
 from rosprompt_cli.training import TrainConfig, train_prompt
 from rosprompt_cli.version import __version__
 
 __all__ = [
-    "Backbone", "EmbeddingScorer", "Label", "LabelOptions", "LabelSet", "LabelledData", "PromptMeta",
-    "Report", "RosPromptError", "SoftPrompt", "TableWriter", "TrainConfig", "__version__", "build_scorer",
-    "evaluate", "evaluate_predictions", "label_frames", "label_table", "load_backbone", "load_label_file",
+    "Backbone", "EmbeddingScorer", "Label", "LabelOptions", "LabelRun", "LabelSet", "LabelledData", "PromptMeta",
+    "Report", "RosPromptError", "RunRequest", "RunSummary", "SoftPrompt", "TableWriter", "TrainConfig",
+    "__version__", "build_scorer", "evaluate", "evaluate_predictions", "label_frames", "load_backbone", "load_label_file",
     "load_labelled", "open_source", "parse_label_arg", "predict", "train_prompt",
 ]

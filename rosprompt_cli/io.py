@@ -1,9 +1,7 @@
-"""Streaming table readers and atomic writers for CSV, TSV, JSONL and Parquet, on polars.
+"""Streaming table readers for CSV, TSV, JSONL and Parquet (writers: output.py).
 
 Readers yield bounded batches so memory stays flat in corpus size; `-` is stdin, which is first
-spooled to a temporary file (bounded memory, and a format can then be sniffed). Writers append
-batch by batch to a temporary file in the target folder and rename it into place only when the
-run completes, so an interrupted run never leaves a file that looks complete.
+spooled to a temporary file (bounded memory, and a format can then be sniffed).
 """
 
 from __future__ import annotations
@@ -12,14 +10,24 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.input_check import (
+    SHOWN_LINES,
+    FailOnReject,
+    InputReport,
+    RejectSink,
+    check_csv,
+    check_jsonl,
+    csv_header,
+    csv_problem,
+    csv_records,
+)
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _EXTENSIONS = {
@@ -56,12 +64,20 @@ def _first_line(exc: BaseException) -> str:
 
 @dataclass
 class TableSource:
-    """An input table; for stdin, `path` is the spooled temporary copy."""
+    """An input table; for stdin, `path` is the spooled temporary copy.
+
+    `check()` is the row-level pre-pass (input_check.py); `iter_batches()` then yields the
+    usable rows in input order, in frames of exactly `rows` rows (the last may be shorter), so
+    that a run resumed at a frame boundary sees the same frames as an uninterrupted one.
+    """
 
     display: str
     path: Path
     fmt: str
     _spool_dir: Path | None = field(default=None, repr=False)
+    report: InputReport | None = field(default=None, repr=False)
+    _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
+    _schema: pl.Schema | None = field(default=None, repr=False)
 
     def close(self) -> None:
         if self._spool_dir is not None:
@@ -74,35 +90,157 @@ class TableSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _scan(self) -> pl.LazyFrame:
+    @property
+    def separator(self) -> str:
+        return "\t" if self.fmt == "tsv" else ","
+
+    def _cannot_read(self, exc: BaseException) -> RosPromptError:
+        return RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})")
+
+    def check(self, text_col: str | None = None, sink: RejectSink | None = None) -> InputReport:
+        """Find the columns, the usable rows and the rows with empty text; every unusable row
+        goes to `sink` (default: fail on the first one)."""
+        sink = sink if sink is not None else FailOnReject(self.display)
+        text = text_col or ""
         if self.fmt in ("csv", "tsv"):
-            # Every column as text: values come back out exactly as they went in ("007", "1.50").
-            return pl.scan_csv(self.path, separator="\t" if self.fmt == "tsv" else ",", infer_schema=False)
-        if self.fmt == "jsonl":
-            return pl.scan_ndjson(self.path, infer_schema_length=None)
-        return pl.scan_parquet(self.path)
+            self.report = check_csv(self.path, self.display, self.separator, text, sink)
+        elif self.fmt == "jsonl":
+            self.report = self._check_jsonl(text, sink)
+        else:
+            self.report = self._check_parquet(text)
+        return self.report
 
-    def columns(self) -> list[str]:
-        try:
-            return self._scan().collect_schema().names()
-        except Exception as exc:
-            raise RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})") from exc
+    def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputReport:
+        report, needs_clean = check_jsonl(self.path, text_col, sink, None)
+        if needs_clean:  # rare: a second pass writes the good lines where polars can read them
+            if self._spool_dir is None:
+                self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
+            self._data_path = self._spool_dir / "clean.jsonl"
+            with open(self._data_path, "wb") as clean:
+                check_jsonl(self.path, text_col, RejectSink(), clean)
+        if report.rows:
+            try:
+                self._schema = self._scan().collect_schema()
+            except Exception as exc:
+                raise self._cannot_read(exc) from exc
+        return report
 
-    def iter_batches(self, rows: int) -> Iterator[pl.DataFrame]:
+    def _check_parquet(self, text_col: str) -> InputReport:
+        with open(self.path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(size - 4, 0))
+            tail = fh.read(4)
+        if head != b"PAR1" or tail != b"PAR1":
+            raise RosPromptError(
+                f"{self.display}: not a Parquet file (no PAR1 marker at its start and end); if it is CSV or "
+                f"JSONL, give it that extension or pass --format"
+            )
         try:
-            for frame in self._scan().collect_batches(chunk_size=rows):
-                if frame.height:
-                    yield frame
+            scan = pl.scan_parquet(self.path)
+            self._schema = scan.collect_schema()
+            report = InputReport(columns=self._schema.names(), rows=scan.select(pl.len()).collect().item())
+            report.has_text_column = text_col in report.columns
+            if report.has_text_column:
+                empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
+                rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), empty.alias("empty"))
+                hits = rows.filter(pl.col("empty")).select("row").collect().get_column("row")
+                report.empty_text = hits.len()
+                report.empty_text_lines = hits.head(SHOWN_LINES).to_list()
         except RosPromptError:
             raise
         except Exception as exc:
-            raise RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})") from exc
+            raise self._cannot_read(exc) from exc
+        return report
+
+    def _scan(self) -> pl.LazyFrame:
+        if self.fmt == "jsonl":
+            return pl.scan_ndjson(self._data_path or self.path, infer_schema_length=None)
+        return pl.scan_parquet(self.path)
+
+    def columns(self) -> list[str]:
+        return (self.report or self.check()).columns
+
+    @property
+    def schema(self) -> pl.Schema | None:
+        """Column types where the format has them (JSONL, Parquet; CSV is all text), after check()."""
+        return self._schema
+
+    def _empty_frame(self) -> pl.DataFrame:
+        if self._schema is not None:
+            return pl.DataFrame(schema=self._schema)
+        return pl.DataFrame(schema={name: pl.String for name in self.columns()})
+
+    def iter_batches(self, rows: int, start: int = 0) -> Iterator[pl.DataFrame]:
+        """Usable rows from the `start`-th on. A table with columns but no rows yields one empty
+        frame, so that the output still gets its header."""
+        report = self.report or self.check()
+        if not report.columns:
+            return
+        if report.rows == 0 or start >= report.rows:
+            if start == 0:
+                yield self._empty_frame()
+            return
+        if self.fmt in ("csv", "tsv"):
+            yield from self._csv_batches(rows, start)
+            return
+        try:
+            frames = self._scan().slice(start).collect_batches(chunk_size=rows)
+            yield from rechunk(frames, rows)
+        except RosPromptError:
+            raise
+        except Exception as exc:
+            raise self._cannot_read(exc) from exc
+
+    def _csv_batches(self, rows: int, start: int) -> Iterator[pl.DataFrame]:
+        records = csv_records(self.path, self.separator)
+        header = csv_header(records, self.display)
+        assert header is not None
+        pending: list[list[str]] = []
+        skipped = 0
+        for record in records:
+            if csv_problem(record, header) is not None:
+                continue
+            if skipped < start:
+                skipped += 1
+                continue
+            pending.append(record.fields)
+            if len(pending) == rows:
+                yield _text_frame(header, pending)
+                pending = []
+        if pending:
+            yield _text_frame(header, pending)
 
     def read_all(self) -> pl.DataFrame:
-        try:
-            return self._scan().collect()
-        except Exception as exc:
-            raise RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})") from exc
+        frames = list(self.iter_batches(1 << 16))
+        if not frames:
+            raise RosPromptError(f"{self.display}: the file is empty")
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+
+def _text_frame(header: list[str], records: list[list[str]]) -> pl.DataFrame:
+    """CSV values stay text, exactly as written; an empty field is null (written back empty)."""
+    columns = list(zip(*records))
+    frame = pl.DataFrame({name: pl.Series(name, values, dtype=pl.String) for name, values in zip(header, columns)})
+    return frame.with_columns(pl.all().replace("", None))
+
+
+def rechunk(frames: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Regroup frames of any sizes into frames of exactly `rows` rows (the last may be shorter)."""
+    pending: list[pl.DataFrame] = []
+    count = 0
+    for frame in frames:
+        while frame.height:
+            take = min(rows - count, frame.height)
+            pending.append(frame.slice(0, take))
+            frame = frame.slice(take)
+            count += take
+            if count == rows:
+                yield pl.concat(pending) if len(pending) > 1 else pending[0]
+                pending, count = [], 0
+    if pending:
+        yield pl.concat(pending) if len(pending) > 1 else pending[0]
 
 
 def _sniff(head: bytes) -> str:
@@ -133,95 +271,11 @@ def open_source(path: str, fmt: str | None = None) -> TableSource:
     return TableSource(path, p, format_from_path(path, fmt))
 
 
-class TableWriter:
-    """Appends batches; `commit()` publishes the file atomically, `abort()` removes the partial one."""
-
-    def __init__(self, path: str, fmt: str, force: bool = False) -> None:
-        self.display = path
-        self.fmt = fmt
-        self._first = True
-        self._parts: list[Path] = []
-        self._tmp: Path | None = None
-        self._fh: BinaryIO
-        if path == STDIO:
-            if fmt == "parquet":
-                raise RosPromptError("Parquet cannot be streamed to stdout; pass --out FILE.parquet or --out-format")
-            self.target: Path | None = None
-            self._fh = sys.stdout.buffer
-            return
-        target = Path(path)
-        if target.exists() and not force:
-            raise RosPromptError(f"{path}: output file exists; pass --force to overwrite it")
-        if not target.parent.exists():
-            raise RosPromptError(f"{path}: output folder {target.parent} does not exist")
-        if not os.access(target.parent, os.W_OK):
-            raise RosPromptError(f"{path}: output folder {target.parent} is not writable")
-        self.target = target
-        self._tmp = target.with_name(f".{target.name}.rosprompt-partial")
-        if fmt == "parquet":
-            self._parts_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.parts-", dir=target.parent))
-        else:
-            self._fh = open(self._tmp, "wb")
-
-    def write(self, frame: pl.DataFrame) -> None:
-        try:
-            if self.fmt == "parquet":
-                part = self._parts_dir / f"{len(self._parts):08d}.parquet"
-                frame.write_parquet(part)
-                self._parts.append(part)
-            elif self.fmt in ("csv", "tsv"):
-                frame.write_csv(self._fh, include_header=self._first, separator="\t" if self.fmt == "tsv" else ",")
-            else:
-                frame.write_ndjson(self._fh)
-        except pl.exceptions.ComputeError as exc:
-            if "nested" in str(exc).lower() or "not supported" in str(exc).lower():
-                raise RosPromptError(
-                    f"{self.display}: the data has nested values (lists or objects) that {self.fmt} cannot "
-                    f"hold; write .jsonl or .parquet instead"
-                ) from exc
-            raise
-        self._first = False
-        if self.target is None:
-            self._fh.flush()
-
-    def commit(self) -> None:
-        if self.target is None:
-            return
-        assert self._tmp is not None
-        if self.fmt == "parquet":
-            if self._parts:
-                # Streaming merge of the parts into one file, written by polars.
-                pl.scan_parquet(self._parts).sink_parquet(self._tmp)
-            else:
-                pl.DataFrame().write_parquet(self._tmp)
-            shutil.rmtree(self._parts_dir, ignore_errors=True)
-        else:
-            self._fh.close()
-        os.replace(self._tmp, self.target)
-
-    def abort(self) -> None:
-        if self.target is None:
-            return
-        if self.fmt == "parquet":
-            shutil.rmtree(self._parts_dir, ignore_errors=True)
-        else:
-            self._fh.close()
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
 def require_columns(source: TableSource, wanted: dict[str, str]) -> list[str]:
     """Check that each option's column exists; the message lists the columns that do."""
     columns = source.columns()
+    if not columns:
+        raise RosPromptError(f"{source.display}: the file is empty (no header, no rows)")
     for option, column in wanted.items():
         if column not in columns:
             shown = ", ".join(columns) if columns else "(none)"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import polars as pl
 import torch
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.io import TableSource, TableWriter, require_columns
+from rosprompt_cli.io import TableSource, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.scoring import EmbeddingScorer
 
@@ -26,7 +24,6 @@ class LabelOptions:
     all_scores: bool = False
     label_col: str = "label"
     score_col: str = "score"
-    read_rows: int = 2048  # rows read per batch from the input; bounds memory
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -37,33 +34,14 @@ class LabelOptions:
             raise RosPromptError("--threshold must be between 0 and 1")
 
 
-@dataclass
-class LabelSummary:
-    rows: int = 0
-    labelled: int = 0
-    empty_text: int = 0
-    seconds: float = 0.0
-    label_counts: Counter = field(default_factory=Counter)
-
-    def as_dict(self) -> dict:
-        return {
-            "rows": self.rows,
-            "labelled": self.labelled,
-            "empty_text": self.empty_text,
-            "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows / self.seconds, 2) if self.seconds else None,
-            "label_counts": dict(self.label_counts.most_common()),
-        }
-
-
-def added_columns(label_set: LabelSet, options: LabelOptions) -> list[str]:
+def added_columns(label_names: list[str], options: LabelOptions) -> list[str]:
     cols = [options.label_col, options.score_col]
-    for rank in range(2, min(options.top_k, len(label_set)) + 1):
+    for rank in range(2, min(options.top_k, len(label_names)) + 1):
         cols += [f"{options.label_col}_{rank}", f"{options.score_col}_{rank}"]
     if options.multi_label:
         cols.append(f"{options.label_col}s")
     if options.all_scores:
-        cols += [f"{options.score_col}_{name}" for name in label_set.names]
+        cols += [f"{options.score_col}_{name}" for name in label_names]
     return cols
 
 
@@ -140,36 +118,11 @@ def label_frames(
         yield label_frame(frame, scorer, label_set, label_vectors, options)
 
 
-def check_output_columns(source: TableSource, label_set: LabelSet, options: LabelOptions) -> None:
+def check_output_columns(source: TableSource, label_names: list[str], options: LabelOptions) -> None:
     columns = require_columns(source, {"--text-col": options.text_col})
-    clash = [c for c in added_columns(label_set, options) if c in columns]
+    clash = [c for c in added_columns(label_names, options) if c in columns]
     if clash:
         raise RosPromptError(
             f"{source.display}: already has column(s) {', '.join(map(repr, clash))} that the output "
             f"would add; pass --out-label-col/--out-score-col with other names"
         )
-
-
-def label_table(
-    source: TableSource,
-    writer: TableWriter,
-    scorer: EmbeddingScorer,
-    label_set: LabelSet,
-    options: LabelOptions,
-    on_rows: Callable[[int], None] | None = None,
-) -> LabelSummary:
-    """Label every row of `source` into `writer`; the caller commits or aborts the writer."""
-    check_output_columns(source, label_set, options)
-    summary = LabelSummary()
-    started = time.perf_counter()
-    for out in label_frames(source.iter_batches(options.read_rows), scorer, label_set, options):
-        writer.write(out)
-        labels = out.get_column(options.label_col)
-        summary.rows += out.height
-        summary.empty_text += labels.null_count()
-        summary.labelled += out.height - labels.null_count()
-        summary.label_counts.update(labels.drop_nulls().to_list())
-        if on_rows:
-            on_rows(out.height)
-    summary.seconds = time.perf_counter() - started
-    return summary

@@ -21,6 +21,7 @@ from rosprompt_cli.prompt import SoftPrompt
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
 DEFAULT_TEMPERATURE = 0.05
+MAX_CHARS_PER_TOKEN = 64
 
 
 def tokenize(
@@ -28,8 +29,11 @@ def tokenize(
 ) -> dict:
     """Tokenise prefix+text, leaving room for the prompt inside the position limit."""
     limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length
+    # Cut very long texts before the tokenizer sees them (a 10 MB row would cost seconds): no
+    # subword is anywhere near MAX_CHARS_PER_TOKEN characters, so the tokens kept are the same.
+    keep = limit * MAX_CHARS_PER_TOKEN
     return backbone.tokenizer(
-        [prefix + t for t in texts],
+        [prefix + t[:keep] for t in texts],
         padding=True,
         truncation=True,
         max_length=limit,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.interrupt import Interrupted, install_handlers
 from rosprompt_cli.version import __version__
 
 app = typer.Typer(
@@ -26,7 +27,9 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # bad data or arguments
 EXIT_USAGE = 2  # Typer/Click usage error
 EXIT_INTERNAL = 3  # a bug: please report it
-EXIT_INTERRUPTED = 130
+EXIT_REJECTED = 4  # label: output published, but some input rows were set aside (see the rejects file)
+EXIT_LOCKED = 5  # label: another run is writing the same output (output.OutputLocked)
+# SIGINT/SIGTERM: 130/143, the shell's 128 + signal number (interrupt.Interrupted)
 
 
 def _version(value: bool) -> None:
@@ -59,6 +62,7 @@ _register()
 def main() -> None:
     """Console entry point: user errors become one line on stderr, never a traceback."""
     debug = "--debug" in sys.argv[1:]
+    install_handlers()
     try:
         app()
     except RosPromptError as exc:
@@ -66,9 +70,9 @@ def main() -> None:
             raise
         sys.stderr.write(f"rosprompt: error: {exc}\n")
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("rosprompt: interrupted; no output was published\n")
-        sys.exit(EXIT_INTERRUPTED)
+    except Interrupted as exc:
+        sys.stderr.write(f"rosprompt: {exc.message}\n")
+        sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
     except Exception as exc:

@@ -8,6 +8,7 @@ from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
@@ -76,11 +77,15 @@ Split = Annotated[
 
 
 def info(message: str) -> None:
-    stderr.print(f"[dim]rosprompt:[/dim] {message}")
+    stderr.print(f"[dim]rosprompt:[/dim] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]rosprompt: warning:[/yellow] {escape(message)}")
 
 
 @contextmanager
-def row_progress(description: str) -> Iterator:
+def row_progress(description: str, total: int | None = None) -> Iterator:
     """A rich progress line on stderr when it is a terminal; otherwise a no-op callback."""
     if not sys.stderr.isatty():
         yield lambda n: None
@@ -90,7 +95,7 @@ def row_progress(description: str) -> Iterator:
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        TextColumn("{task.completed:,} rows"),
+        TextColumn("{task.completed:,} rows" + (f" of {total:,}" if total else "")),
         TimeElapsedColumn(),
         console=stderr,
         transient=True,

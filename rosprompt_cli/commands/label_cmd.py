@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from rosprompt_cli.commands import common
-from rosprompt_cli.io import STDIO, TableWriter, format_from_path, open_source
-from rosprompt_cli.labeling import LabelOptions, label_table
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.interrupt import Interrupted
+from rosprompt_cli.label_run import LabelRun, RunRequest, describe_rejects
+from rosprompt_cli.labeling import LabelOptions
 from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.output import STDIO
 from rosprompt_cli.scoring import build_scorer
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
-    "The output keeps all input columns in order and adds 'label' and 'score'."
+    "The output keeps all input columns in order and adds 'label' and 'score'. Exit codes: 0 ok, 1 error "
+    "(nothing published), 4 published but some rows were set aside (--on-error skip), 5 another run holds "
+    "the output, 130/143 interrupted (resumable with --resume)."
 )
 
 
@@ -38,12 +44,44 @@ def label(
     threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are softmax probabilities).")] = 0.3,
     out_label_col: Annotated[str, typer.Option("--out-label-col", help="Name of the added label column.")] = "label",
     out_score_col: Annotated[str, typer.Option("--out-score-col", help="Name of the added score column.")] = "score",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    on_error: Annotated[
+        str,
+        typer.Option(
+            "--on-error",
+            help="A row that cannot be read (bad JSON, wrong number of CSV fields, bytes that are not UTF-8): "
+            "'skip' sets it aside in the rejects file and labels the rest (exit code 4); 'fail' stops at the "
+            "first one, before any labelling, naming its line.",
+        ),
+    ] = "skip",
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            "--rejects",
+            help="Where --on-error skip writes the rows it set aside (JSONL: line, column, reason, raw text). "
+            f"Default: OUT's name with .rejects.jsonl, or ./{'rosprompt-rejects.jsonl'} when writing to stdout; "
+            "only created when a row is set aside.",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue an interrupted run on the same --out from its last saved chunk; refused if the input, model, prompt, labels or options changed."),
+    ] = False,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", help="Rows read, labelled and saved per chunk: the memory bound, and the unit --resume continues from.")
+    ] = 2048,
+    summary_path: Annotated[
+        str | None,
+        typer.Option("--summary", help="Write a JSON run summary here (rows read, labelled, rejected by reason, time, throughput, label counts, model, prompt, versions), also when the run fails. Default: none.", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output (and rejects) file.")] = False,
     model: common.Model = None,
     device: common.Device = "auto",
     batch_size: common.BatchSize = 32,
     max_length: common.MaxLength = None,
 ) -> None:
+    if summary_path and not Path(summary_path).resolve().parent.is_dir():
+        raise RosPromptError(f"--summary {summary_path}: folder {Path(summary_path).parent} does not exist")
     label_set = resolve_label_set(labels, labels_file)
     options = LabelOptions(
         text_col=text_col,
@@ -55,26 +93,48 @@ def label(
         label_col=out_label_col,
         score_col=out_score_col,
     )
-    with open_source(input, fmt) as source:
-        if out == STDIO:
-            out_fmt = out_format or (source.fmt if source.fmt != "parquet" else "jsonl")
-            out_fmt = format_from_path(out, out_fmt, what="output")
-        else:
-            out_fmt = format_from_path(out, out_format, what="output")
-        writer = TableWriter(out, out_fmt, force=force)
-        try:
-            scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
-            label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
-            note += lexicon_note
-            common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels")
-            with common.row_progress("labelling") as advance:
-                summary = label_table(source, writer, scorer, label_set, options, on_rows=advance)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
-    where = "stdout" if out == STDIO else out
-    common.info(
-        f"{summary.rows:,} rows -> {where} ({summary.labelled:,} labelled, {summary.empty_text:,} with empty text) "
-        f"in {summary.seconds:.1f}s"
+    request = RunRequest(
+        input=input, out=out, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, force=force,
+        resume=resume, chunk_rows=chunk_rows,
     )
+    with LabelRun(request, options, list(label_set.names)) as run:
+        try:
+            _run(run, label_set, model, device, prompt, no_prompt, lexicon, max_length)
+        except (RosPromptError, Interrupted, Exception) as exc:
+            if summary_path:
+                run.summary.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+                run.summary.error = getattr(exc, "message", None) or str(exc)
+                run.summary.write(summary_path)
+            raise
+        if summary_path:
+            run.summary.write(summary_path)
+    if run.summary.rejected:
+        raise typer.Exit(4)
+
+
+def _run(run: LabelRun, label_set, model, device, prompt, no_prompt, lexicon, max_length) -> None:
+    report = run.prepare()
+    source = run.source.display
+    if not report.columns:
+        common.warn(f"{source}: the input is empty (no header, no rows); the output will be empty")
+    if report.empty_text:
+        lines = ", ".join(map(str, report.empty_text_lines)) + (", …" if report.empty_text > len(report.empty_text_lines) else "")
+        where = "rows" if run.source.fmt == "parquet" else "lines"
+        common.warn(
+            f"{source}: {report.empty_text:,} rows have empty or missing text ({where} {lines}); "
+            f"they are kept in the output with an empty label"
+        )
+    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+    label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
+    run.summary.prompt = note + lexicon_note
+    common.info(f"{scorer.backbone.name}, {note}{lexicon_note}, {len(label_set)} labels")
+    with common.row_progress("labelling", total=report.rows) as advance:
+        summary = run.execute(scorer, label_set, on_rows=advance)
+    where = "stdout" if summary.output == "<stdout>" else summary.output
+    resumed = f", resumed at row {summary.resumed_from_row:,}" if summary.resumed_from_row else ""
+    common.info(
+        f"{summary.rows:,} rows -> {where} ({summary.labelled:,} labelled, {summary.empty_text:,} with empty text"
+        f"{resumed}) in {summary.seconds:.1f}s"
+    )
+    if summary.rejected:
+        common.warn(describe_rejects(run.sink, source, run.rejects_path))

@@ -1,0 +1,290 @@
+"""One `label` run from input file to published output: the reliability around labeling.py.
+
+Order of work, so that bad input fails before any model work and nothing is ever lost:
+1. lock the output path (a second run on the same output stops at once);
+2. pre-pass over the input (input_check.py): unusable rows fail the run (`--on-error fail`) or
+   go to the rejects file with their line and reason (`--on-error skip`);
+3. label in chunks of `chunk_rows`; after each chunk the partial output is made durable and the
+   progress file records it (resume.py);
+4. publish the output (atomic rename) and the rejects file; remove the progress file.
+An interruption keeps the partial output and the progress file for `--resume`; any other
+failure removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.input_check import InputReport, RejectSink
+from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
+from rosprompt_cli.io import format_from_path, open_source
+from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frame
+from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
+from rosprompt_cli.resume import RunState, file_digest, value_digest
+from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.version import __version__
+
+ON_ERROR = ("skip", "fail")
+STDOUT_REJECTS = "rosprompt-rejects.jsonl"
+
+
+@dataclass
+class RunRequest:
+    """Where a `label` run reads and writes, and how it treats bad rows."""
+
+    input: str
+    out: str = STDIO
+    fmt: str | None = None
+    out_format: str | None = None
+    on_error: str = "skip"
+    rejects: str | None = None
+    force: bool = False
+    resume: bool = False
+    chunk_rows: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise RosPromptError(f"--on-error {self.on_error!r}: expected one of {', '.join(ON_ERROR)}")
+        if self.chunk_rows < 1:
+            raise RosPromptError("--chunk-rows must be at least 1")
+        if self.resume and self.out == STDIO:
+            raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
+
+
+@dataclass
+class RunSummary:
+    """Counts for the closing status line and `--summary`."""
+
+    input: str
+    output: str
+    status: str = "running"
+    rows_read: int = 0  # usable + rejected
+    rows: int = 0  # rows written to the output
+    labelled: int = 0
+    empty_text: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejects_file: str | None = None
+    resumed_from_row: int = 0
+    seconds: float = 0.0
+    label_counts: Counter = field(default_factory=Counter)
+    model: dict = field(default_factory=dict)
+    prompt: str | None = None
+    labels: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        done_now = self.rows - self.resumed_from_row
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["rows_per_second"] = round(done_now / self.seconds, 2) if self.seconds > 0 else None
+        data["label_counts"] = dict(self.label_counts.most_common())
+        data["versions"] = _versions()
+        return data
+
+    def write(self, path: str) -> None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import polars
+    import torch
+    import transformers
+
+    return {
+        "rosprompt": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "polars": polars.__version__,
+    }
+
+
+class LabelRun:
+    """Use as a context manager: `prepare()` (no model needed), then `execute(scorer, labels)`."""
+
+    def __init__(self, request: RunRequest, options: LabelOptions, label_names: list[str]) -> None:
+        self.request = request
+        self.options = options
+        self.label_names = label_names
+        self.source = open_source(request.input, request.fmt)
+        if request.out == STDIO:
+            fmt = request.out_format or (self.source.fmt if self.source.fmt != "parquet" else "jsonl")
+            self.out_fmt = format_from_path(request.out, fmt, what="output")
+            self.target: Path | None = None
+        else:
+            self.out_fmt = format_from_path(request.out, request.out_format, what="output")
+            self.target = Path(request.out)
+        default_rejects = (
+            self.target.with_name(self.target.stem + ".rejects.jsonl") if self.target else Path(STDOUT_REJECTS)
+        )
+        self.rejects_path = Path(request.rejects) if request.rejects else default_rejects
+        self._rejects_partial = sidecar(self.rejects_path, "partial")
+        self._lock = OutputLock(self.target) if self.target else None
+        self._rejects_stream = None
+        self.sink = RejectSink()
+        self.report: InputReport | None = None
+        self.summary = RunSummary(input=self.source.display, output=request.out if self.target else "<stdout>")
+
+    def __enter__(self) -> LabelRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rejects_stream is not None:
+            self._rejects_stream.close()
+            self._rejects_partial.unlink(missing_ok=True)
+        self.source.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def prepare(self) -> InputReport:
+        """Lock the output, check it can be written, and check every input row."""
+        if self.target is not None:
+            assert self._lock is not None
+            check_output_path(self.target, self.request.force)
+            self._lock.acquire()
+        if self.request.on_error == "skip":
+            check_output_path(self.rejects_path, True)
+            self._rejects_stream = open(self._rejects_partial, "w", encoding="utf-8")
+            self.sink = RejectSink(self._rejects_stream)
+            report = self.source.check(self.options.text_col, self.sink)
+        else:
+            report = self.source.check(self.options.text_col)
+        if self.sink.count and self.rejects_path.exists() and not self.request.force:
+            raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
+        if report.columns:
+            check_output_columns(self.source, self.label_names, self.options)
+            self._check_nested_for_text_output()
+        self.report = report
+        self.summary.rows_read = report.rows + self.sink.count
+        self.summary.rejected = self.sink.count
+        self.summary.rejected_by_reason = dict(self.sink.by_reason.most_common())
+        return report
+
+    def _check_nested_for_text_output(self) -> None:
+        schema = self.source.schema
+        if self.out_fmt in ("csv", "tsv") and schema is not None:
+            nested = [name for name, dtype in schema.items() if dtype.is_nested()]
+            if nested:
+                raise RosPromptError(
+                    f"{self.source.display}: column {nested[0]!r} holds nested values (lists or objects) that "
+                    f"{self.out_fmt} output cannot hold; write .jsonl or .parquet instead"
+                )
+
+    def fingerprint(self, scorer: EmbeddingScorer, label_set: LabelSet) -> dict[str, str]:
+        prompt = "none"
+        if scorer.prompt is not None:
+            digest = hashlib.sha256(scorer.prompt.vectors.detach().cpu().float().numpy().tobytes())
+            digest.update(json.dumps(asdict(scorer.prompt.meta), sort_keys=True, default=str).encode())
+            prompt = digest.hexdigest()
+        options = {
+            **asdict(self.options),
+            "out_format": self.out_fmt,
+            "chunk_rows": self.request.chunk_rows,
+            "on_error": self.request.on_error,
+            "max_length": scorer.max_length,
+            "device": str(scorer.backbone.device),
+        }
+        return {
+            "input": file_digest(self.source.path),
+            "model": scorer.backbone.content_hash,
+            "prompt": prompt,
+            "labels": value_digest(label_set.name_table()),
+            "options": value_digest(options),
+            "version": __version__,
+        }
+
+    def execute(
+        self, scorer: EmbeddingScorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None
+    ) -> RunSummary:
+        assert self.report is not None, "prepare() first"
+        summary = self.summary
+        summary.model = {"name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash}
+        summary.labels = list(label_set.names)
+        state = RunState(self.target, self.fingerprint(scorer, label_set)) if self.target else None
+        progress = state.load_for_resume() if (state and self.request.resume) else None
+        if state is not None and progress is None:
+            state.clear()  # a stale progress file must never describe this run's fresh partial output
+        if progress:
+            summary.resumed_from_row = summary.rows = int(progress["rows"])
+            summary.labelled = int(progress["labelled"])
+            summary.empty_text = int(progress["empty_text"])
+            summary.label_counts = Counter(progress["label_counts"])
+            if on_rows:
+                on_rows(summary.rows)
+        writer = TableWriter(
+            self.request.out, self.out_fmt, force=self.request.force or self.request.resume,
+            resume_from=progress["writer"] if progress else None,
+        )
+        label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
+        started = time.perf_counter()
+        try:
+            for frame in self.source.iter_batches(self.request.chunk_rows, start=summary.rows):
+                out = label_frame(frame, scorer, label_set, label_vectors, self.options)
+                writer.write(out)
+                labels = out.get_column(self.options.label_col)
+                summary.rows += out.height
+                summary.empty_text += labels.null_count()
+                summary.labelled += out.height - labels.null_count()
+                summary.label_counts.update(labels.drop_nulls().to_list())
+                if state is not None:
+                    state.save({
+                        "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
+                        "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
+                    })
+                if on_rows:
+                    on_rows(out.height)
+            summary.seconds = time.perf_counter() - started
+            writer.commit()
+        except Interrupted as stop:
+            summary.seconds = time.perf_counter() - started
+            summary.status = "interrupted"
+            writer.suspend()
+            if state is None or not state.path.exists():
+                raise
+            raise stop.with_message(
+                f"interrupted by {SIGNAL_NAMES.get(stop.signum, stop.signum)} after {summary.rows:,} of "
+                f"{self.report.rows:,} rows; nothing was published; run the same command with --resume to "
+                f"continue"
+            ) from None
+        except BaseException:
+            writer.abort()
+            if state is not None:
+                state.clear()
+            raise
+        if state is not None:
+            state.clear()
+        self._publish_rejects()
+        summary.status = "partial" if summary.rejected else "ok"
+        return summary
+
+    def _publish_rejects(self) -> None:
+        if self._rejects_stream is None:
+            return
+        self._rejects_stream.close()
+        self._rejects_stream = None
+        if self.sink.count:
+            os.replace(self._rejects_partial, self.rejects_path)
+            self.summary.rejects_file = str(self.rejects_path)
+        else:
+            self._rejects_partial.unlink(missing_ok=True)
+            if self.request.force and self.request.rejects is None:
+                self.rejects_path.unlink(missing_ok=True)  # yesterday's rejects would mislead
+
+
+def describe_rejects(sink: RejectSink, display: str, where: Path) -> str:
+    reasons = ", ".join(f"{n:,} {reason}" for reason, n in sink.by_reason.most_common())
+    first = sink.first[0].message(display) if sink.first else ""
+    return f"{sink.count:,} rows set aside ({reasons}) in {where}; first: {first}"

@@ -1,0 +1,222 @@
+"""Atomic, resumable table writers, and the lock that keeps two runs off one output.
+
+A writer appends batch by batch to a partial file beside the target (`.NAME.rosprompt-partial`,
+or a folder of parts for Parquet) and renames it into place only when the run completes, so an
+interrupted run never leaves a file that looks complete. `checkpoint()` makes everything written
+so far durable and returns where the partial output ends; a writer built with that checkpoint
+cuts off anything written after it (a batch half-written when the process was killed) and goes
+on from there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import polars as pl
+
+from rosprompt_cli.errors import RosPromptError
+
+STDIO = "-"
+
+
+def sidecar(target: Path, role: str) -> Path:
+    """A hidden file beside the target that belongs to the run writing it."""
+    return target.with_name(f".{target.name}.rosprompt-{role}")
+
+
+class TableWriter:
+    """Appends batches; `commit()` publishes the file atomically, `abort()` removes the partial one."""
+
+    def __init__(self, path: str, fmt: str, force: bool = False, resume_from: dict | None = None) -> None:
+        self.display = path
+        self.fmt = fmt
+        self._first = True
+        self._parts = 0
+        self._fh: BinaryIO | None = None
+        if path == STDIO:
+            if fmt == "parquet":
+                raise RosPromptError("Parquet cannot be streamed to stdout; pass --out FILE.parquet or --out-format")
+            self.target: Path | None = None
+            self._fh = sys.stdout.buffer
+            return
+        target = Path(path)
+        check_output_path(target, force)
+        self.target = target
+        self._tmp = sidecar(target, "partial")
+        self._parts_dir = sidecar(target, "parts")
+        if resume_from is not None:
+            self._check_partial(resume_from)
+        if fmt == "parquet":
+            if resume_from is None:
+                shutil.rmtree(self._parts_dir, ignore_errors=True)
+            self._parts_dir.mkdir(exist_ok=True)
+            if resume_from is not None:
+                self._parts = int(resume_from["parts"])
+                for part in self._parts_dir.glob("*.parquet"):
+                    if int(part.stem) >= self._parts:
+                        part.unlink()  # written after the last checkpoint
+        elif resume_from is None:
+            self._fh = open(self._tmp, "wb")
+        else:
+            self._fh = open(self._tmp, "r+b")
+            self._fh.truncate(int(resume_from["bytes"]))  # drop a batch cut off by the interruption
+            self._fh.seek(0, os.SEEK_END)
+            self._first = int(resume_from["bytes"]) == 0
+
+    def _check_partial(self, checkpoint: dict) -> None:
+        if self.fmt == "parquet":
+            missing = [i for i in range(int(checkpoint["parts"])) if not self._part(i).exists()]
+            intact = not missing
+        else:
+            intact = self._tmp.exists() and self._tmp.stat().st_size >= int(checkpoint["bytes"])
+        if not intact:
+            raise RosPromptError(
+                f"{self.display}: the partial output of the interrupted run is missing or shorter than its "
+                f"progress file says; run without --resume to start over"
+            )
+
+    def _part(self, index: int) -> Path:
+        return self._parts_dir / f"{index:08d}.parquet"
+
+    def write(self, frame: pl.DataFrame) -> None:
+        try:
+            if self.fmt == "parquet":
+                frame.write_parquet(self._part(self._parts))
+                self._parts += 1
+            elif self.fmt in ("csv", "tsv"):
+                nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+                if nested:
+                    raise RosPromptError(
+                        f"{self.display}: column {nested[0]!r} holds nested values (lists or objects) that "
+                        f"{self.fmt} cannot hold; write .jsonl or .parquet instead"
+                    )
+                frame.write_csv(self._fh, include_header=self._first, separator="\t" if self.fmt == "tsv" else ",")
+            else:
+                frame.write_ndjson(self._fh)
+        except pl.exceptions.ComputeError as exc:
+            raise RosPromptError(f"{self.display}: cannot write {self.fmt} ({exc})") from exc
+        self._first = False
+        if self.target is None:
+            assert self._fh is not None
+            self._fh.flush()
+
+    def checkpoint(self) -> dict:
+        """Make what was written durable; the returned dict lets a later writer resume here."""
+        if self.fmt == "parquet":
+            return {"parts": self._parts}
+        assert self._fh is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        return {"bytes": self._fh.tell()}
+
+    def commit(self) -> None:
+        if self.target is None:
+            return
+        if self.fmt == "parquet":
+            parts = [self._part(i) for i in range(self._parts)]
+            if parts:
+                # Streaming merge of the parts into one file, written by polars.
+                pl.scan_parquet(parts).sink_parquet(self._tmp)
+            else:
+                pl.DataFrame().write_parquet(self._tmp)
+            shutil.rmtree(self._parts_dir, ignore_errors=True)
+        else:
+            assert self._fh is not None
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        os.replace(self._tmp, self.target)
+
+    def suspend(self) -> None:
+        """Stop writing but keep the partial output, for `--resume`."""
+        if self.target is not None and self._fh is not None:
+            self._fh.close()
+
+    def abort(self) -> None:
+        if self.target is None:
+            return
+        if self._fh is not None:
+            self._fh.close()
+        shutil.rmtree(self._parts_dir, ignore_errors=True)
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def check_output_path(target: Path, force: bool) -> None:
+    if target.is_dir():
+        raise RosPromptError(f"{target}: is a folder; give an output file name")
+    if target.exists() and not force:
+        raise RosPromptError(f"{target}: output file exists; pass --force to overwrite it")
+    if not target.parent.exists():
+        raise RosPromptError(f"{target}: output folder {target.parent} does not exist; create it first")
+    if not os.access(target.parent, os.W_OK):
+        raise RosPromptError(f"{target}: output folder {target.parent} is not writable")
+
+
+class OutputLocked(RosPromptError):
+    exit_code = 5
+
+
+class OutputLock:
+    """An exclusive lock on an output path, held for the whole run.
+
+    It is an advisory lock (flock) on a sidecar file, so the operating system releases it when
+    the holder dies, even by SIGKILL: a crashed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.path = sidecar(target, "lock")
+        self.target = target
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise OutputLocked(
+                    f"{self.target}: another rosprompt run ({holder}) is writing this output; wait for it to "
+                    f"finish or choose another --out"
+                ) from None
+            # The holder before us may have removed the file after we opened it: lock the live one.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,132 @@
+"""Bad inputs for `rosprompt label`, as data: shared by tests/test_cli_reliability.py and by
+bench/bad_inputs.py, which prints the table of messages and exit codes for the docs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BadInput:
+    name: str  # what is wrong, in words
+    filename: str
+    content: bytes
+    args: list[str] = field(default_factory=list)
+    exit_code: int = 0
+    message: list[str] = field(default_factory=list)  # fragments expected on stderr
+    rows_out: int | None = None  # rows in the published output; None: nothing published
+    rejected: int = 0  # rows in the rejects file
+    records: int = 0  # data records in the input (rows_out + rejected must equal it)
+
+
+def _jsonl(*rows: object) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+GOOD_A = {"id": 1, "text": "The home side won the cup final after extra time"}
+GOOD_B = {"id": 3, "text": "El parlamento aprobó el presupuesto nacional"}
+LONG_TEXT = "Doctors warn that the new virus spreads quickly in crowded hospitals. " * 30_000  # ~2 MB
+
+CASES = [
+    BadInput(
+        "JSONL line that is not valid JSON (skip)", "in.jsonl",
+        _jsonl(GOOD_A, b'{"id": 2, "text": "unterminated', GOOD_B),
+        exit_code=4, message=["in.jsonl, line 2, column 19: invalid JSON", "1 rows set aside"],
+        rows_out=2, rejected=1, records=3,
+    ),
+    BadInput(
+        "JSONL line that is not valid JSON (--on-error fail)", "in.jsonl",
+        _jsonl(GOOD_A, b'{"id": 2, "text": "unterminated', GOOD_B), ["--on-error", "fail"],
+        exit_code=1, message=["in.jsonl, line 2, column 19: invalid JSON", "--on-error skip"], records=3,
+    ),
+    BadInput(
+        "JSONL line that is JSON but not an object", "in.jsonl", _jsonl(GOOD_A, [1, 2], GOOD_B),
+        exit_code=4, message=["not a JSON object"], rows_out=2, rejected=1, records=3,
+    ),
+    BadInput(
+        "JSONL field that is an object on one line and a string on another", "in.jsonl",
+        _jsonl({"id": 1, "meta": {"a": 1}, "text": "vote"}, {"id": 2, "meta": "x", "text": "match"}),
+        exit_code=4, message=["line 2: field 'meta' is a scalar here but an object"], rows_out=1, rejected=1, records=2,
+    ),
+    BadInput(
+        "CSV row with too many fields (skip)", "in.csv",
+        b"id,text\n1,The striker scored twice\n2,Prices rose, again\n3,Elections next week\n",
+        exit_code=4, message=["in.csv, line 3: 3 fields where the header has 2"], rows_out=2, rejected=1, records=3,
+    ),
+    BadInput(
+        "CSV row with too few fields (--on-error fail)", "in.csv",
+        b"id,text,source\n1,The striker scored twice,wire\n2,no source\n", ["--on-error", "fail"],
+        exit_code=1, message=["in.csv, line 3: 2 fields where the header has 3"], records=2,
+    ),
+    BadInput(
+        "CSV header naming a column twice", "in.csv", b"id,text,id\n1,hello,2\n",
+        exit_code=1, message=["in.csv, line 1: column 'id' appears twice"], records=1,
+    ),
+    BadInput(
+        "missing text column", "in.csv", b"id,body\n1,hello\n",
+        exit_code=1, message=["no column 'text' (the file has: id, body)", "--text-col"], records=1,
+    ),
+    BadInput(
+        "null, empty, blank and missing text", "in.jsonl",
+        _jsonl({"id": 1, "text": None}, {"id": 2, "text": ""}, {"id": 3, "text": "   "}, {"id": 4}, GOOD_A),
+        exit_code=0, message=["4 rows have empty or missing text (lines 1, 2, 3, 4)", "kept in the output"],
+        rows_out=5, records=5,
+    ),
+    BadInput(
+        "CSV bytes that are not UTF-8 (Latin-1 é)", "in.csv",
+        b"id,text\n1,The striker scored twice\n2,caf\xe9 prices rise\n",
+        exit_code=4, message=["in.csv, line 3, column 'text': byte 0xE9 is not UTF-8"], rows_out=1, rejected=1,
+        records=2,
+    ),
+    BadInput(
+        "JSONL bytes that are not UTF-8 (--on-error fail)", "in.jsonl",
+        _jsonl(GOOD_A, b'{"id": 2, "text": "caf\xe9"}'), ["--on-error", "fail"],
+        exit_code=1, message=["in.jsonl, line 2, column 23: byte 0xE9 is not UTF-8"], records=2,
+    ),
+    BadInput(
+        "UTF-8 byte-order mark (CSV)", "in.csv", b"\xef\xbb\xbfid,text\n1,The striker scored twice\n",
+        exit_code=0, rows_out=1, records=1,
+    ),
+    BadInput(
+        "UTF-8 byte-order mark (JSONL)", "in.jsonl", b"\xef\xbb\xbf" + _jsonl(GOOD_A, GOOD_B),
+        exit_code=0, rows_out=2, records=2,
+    ),
+    BadInput(
+        "extremely long text (2 MB in one row)", "in.jsonl", _jsonl(GOOD_A, {"id": 2, "text": LONG_TEXT}),
+        exit_code=0, rows_out=2, records=2,
+    ),
+    BadInput(
+        "empty input file (0 bytes)", "in.csv", b"",
+        exit_code=0, message=["the input is empty"], rows_out=0, records=0,
+    ),
+    BadInput(
+        "CSV with a header and no rows", "in.csv", b"id,text\n",
+        exit_code=0, rows_out=0, records=0,
+    ),
+    BadInput(
+        "a .parquet file that is not Parquet", "in.parquet", b"id,text\n1,hello\n",
+        exit_code=1, message=["in.parquet: not a Parquet file", "--format"], records=1,
+    ),
+    BadInput(
+        "duplicate label names", "in.csv", b"id,text\n1,hello\n", ["--labels", "sports,politics,sports"],
+        exit_code=1, message=["label 'sports' is given twice"], records=1,
+    ),
+    BadInput(
+        "empty label name", "in.csv", b"id,text\n1,hello\n", ["--labels", "sports,,politics"],
+        exit_code=1, message=["empty label name"], records=1,
+    ),
+    BadInput(
+        "corrupt prompt file", "in.csv", b"id,text\n1,hello\n", ["--prompt", "{tmp}/broken.safetensors"],
+        exit_code=1, message=["broken.safetensors: unreadable or corrupt prompt file"], records=1,
+    ),
+    BadInput(
+        "output folder that does not exist", "in.csv", b"id,text\n1,hello\n", ["--out", "{tmp}/no/such/dir/out.csv"],
+        exit_code=1, message=["output folder", "does not exist"], records=1,
+    ),
+    BadInput(
+        "nested values asked to go to CSV (found before the model loads)", "in.jsonl",
+        _jsonl({"id": 1, "tags": ["a", "b"], "text": "vote"}), ["--out", "{tmp}/out.csv"],
+        exit_code=1, message=["column 'tags' holds nested values", ".jsonl or .parquet"], records=1,
+    ),
+]

@@ -1,0 +1,208 @@
+"""Cron-grade reliability of `rosprompt label`, through the real CLI in subprocesses: bad input,
+exit codes, the rejects file, the run summary, the output lock, and kill-and-resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bad_inputs import CASES, BadInput
+from conftest import REPO
+
+LABELS = "sports,politics,health,entertainment"
+
+
+def _records(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).to_dicts()
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(cli, tmp_path, case: BadInput):
+    src = tmp_path / case.filename
+    src.write_bytes(case.content)
+    (tmp_path / "broken.safetensors").write_bytes(b"this is not a safetensors file")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
+    if "--labels" not in args:
+        args += ["--labels", LABELS]
+    out = tmp_path / "out.jsonl"
+    if "--out" not in args:
+        args += ["--out", out]
+    else:
+        out = Path(args[args.index("--out") + 1])
+    proc = cli("label", src, *args, check=False)
+    err = " ".join(proc.stderr.decode(errors="replace").split())
+    assert proc.returncode == case.exit_code, err
+    assert "Traceback" not in err
+    for fragment in case.message:
+        assert fragment in err, (fragment, err)
+    if case.exit_code in (0, 4):
+        assert out.exists()
+        rows = _records(out) if out.stat().st_size else []
+        assert len(rows) == case.rows_out, rows
+    else:
+        assert not out.exists(), "a failed run publishes nothing"
+        assert err.startswith("rosprompt: error:") and err.count("rosprompt: error:") == 1, err
+    rejects = tmp_path / "out.rejects.jsonl"
+    rejected = _records(rejects) if rejects.exists() else []
+    assert len(rejected) == case.rejected
+    if case.exit_code in (0, 4):
+        assert case.rows_out + len(rejected) == case.records, "no row lost"
+        original = case.content.splitlines()
+        for reject in rejected:  # each set-aside row keeps its line number and its original text
+            assert reject["reason"] and reject["detail"]
+            raw = original[reject["line"] - 1].decode("utf-8", "backslashreplace")
+            assert reject["raw"] == raw
+    leftovers = [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name]
+    assert leftovers == [], "no partial, lock or progress file is left behind"
+
+
+def test_output_folder_not_writable(cli, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can write to any folder")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    src = tmp_path / "in.csv"
+    src.write_text("text\nhello\n")
+    proc = cli("label", src, "--labels", LABELS, "--out", ro / "o.csv", check=False)
+    assert proc.returncode == 1 and b"is not writable" in proc.stderr
+
+
+def test_summary_file_counts_everything(cli, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    src.write_bytes(
+        b'{"text": "The striker scored twice in the final"}\n{"text": \n[3]\n{"text": ""}\n'
+        b'{"text": "Hospitals report fewer flu cases this winter"}\n'
+    )
+    summary = tmp_path / "run.json"
+    proc = cli("label", src, "--labels", LABELS, "--out", tmp_path / "o.parquet", "--summary", summary, check=False)
+    assert proc.returncode == 4
+    data = json.loads(summary.read_text())
+    assert data["status"] == "partial"
+    assert (data["rows_read"], data["rows"], data["labelled"], data["empty_text"], data["rejected"]) == (5, 3, 2, 1, 2)
+    assert data["rejected_by_reason"] == {"invalid JSON": 1, "not a JSON object": 1}
+    assert data["label_counts"] == {"sports": 1, "health": 1}
+    assert data["rejects_file"].endswith("o.rejects.jsonl")
+    assert data["model"]["name"] == "intfloat/multilingual-e5-small" and data["model"]["content_hash"]
+    assert "prompt" in data["prompt"] and data["labels"] == LABELS.split(",")
+    assert set(data["versions"]) >= {"rosprompt", "torch", "transformers", "polars", "python"}
+    assert data["seconds"] > 0 and data["rows_per_second"] > 0
+    # A failed run writes a summary too, with the reason.
+    proc = cli("label", src, "--labels", LABELS, "--out", tmp_path / "o2.csv", "--on-error", "fail",
+               "--summary", summary, check=False)
+    assert proc.returncode == 1
+    failed = json.loads(summary.read_text())
+    assert failed["status"] == "failed" and "line 2" in failed["error"]
+
+
+def _corpus(path: Path, rows: int) -> None:
+    topics = [
+        "The keeper saved a penalty in the last minute of the derby",
+        "Parliament passed the new budget after a long night of debate",
+        "A vaccine trial reports strong protection against the virus",
+        "The film festival opened with a premiere from a young director",
+    ]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(rows):
+            fh.write(json.dumps({"id": i, "text": f"{topics[i % 4]} ({i})", "n": i * 0.5}) + "\n")
+
+
+def _start(cli, *args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rosprompt_cli", "label", *map(str, args)],
+        cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_progress(state: Path, proc: subprocess.Popen, rows: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            if json.loads(state.read_text())["progress"]["rows"] >= rows:
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the run made no progress")
+
+
+@pytest.mark.parametrize(("fmt", "how"), [("csv", signal.SIGKILL), ("jsonl", signal.SIGTERM), ("parquet", signal.SIGKILL)])
+def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how):
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 600)
+    common = ["--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16"]
+    reference = tmp_path / f"reference.{fmt}"
+    cli("label", src, *common, "--out", reference)
+
+    out = tmp_path / f"out.{fmt}"
+    state = tmp_path / f".out.{fmt}.rosprompt-state"
+    proc = _start(cli, src, *common, "--out", out)
+    _wait_for_progress(state, proc, 150)
+    proc.send_signal(how)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 143), err
+    if how == signal.SIGTERM:
+        assert b"--resume" in err and b"Traceback" not in err
+    assert not out.exists(), "an interrupted run publishes nothing"
+
+    resumed = cli("label", src, *common, "--out", out, "--resume")
+    assert b"resumed at row" in resumed.stderr
+    if fmt == "parquet":
+        assert pl.read_parquet(out).equals(pl.read_parquet(reference)), "row for row the same"
+    else:
+        assert out.read_bytes() == reference.read_bytes(), "byte for byte the same"
+    assert [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name] == []
+
+
+def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 400)
+    common = ["--chunk-rows", "50", "--batch-size", "16", "--out", tmp_path / "o.csv"]
+    proc = _start(cli, src, "--labels", LABELS, *common)
+    _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", proc, 50)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and b"--resume" in err
+
+    changed = cli("label", src, "--labels", "sports,politics", *common, "--resume", check=False)
+    assert changed.returncode == 1 and b"the labels changed" in changed.stderr
+    with open(src, "a") as fh:
+        fh.write('{"id": -1, "text": "one more"}\n')
+    changed = cli("label", src, "--labels", LABELS, *common, "--resume", check=False)
+    assert changed.returncode == 1 and b"the input file changed" in changed.stderr
+    nothing = cli("label", src, "--labels", LABELS, "--out", tmp_path / "other.csv", "--resume", check=False)
+    assert nothing.returncode == 1 and b"no interrupted run to resume" in nothing.stderr
+    fresh = cli("label", src, "--labels", LABELS, *common)  # without --resume: starts over
+    assert len(_records(tmp_path / "o.csv")) == 401 and b"resumed" not in fresh.stderr
+
+
+def test_a_second_run_on_the_same_output_is_refused(cli, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 600)
+    out = tmp_path / "o.csv"
+    first = _start(cli, src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out)
+    try:
+        _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", first, 50)
+        second = cli("label", src, "--labels", LABELS, "--out", out, "--force", check=False)
+        assert second.returncode == 5, second.stderr
+        assert b"another rosprompt run" in second.stderr and b"pid" in second.stderr
+    finally:
+        first.kill()
+        first.communicate()
+    # The lock dies with its holder: a new run (here resuming) is not blocked by a stale lock.
+    cli("label", src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out, "--resume")
+    assert len(_records(out)) == 600
