@@ -30,6 +30,7 @@ class Backbone:
     device: torch.device
     # Text put before every input ("query: " for the e5 family, which was trained with it).
     text_prefix: str
+    precision: str = "float32"  # float32, float16, bfloat16 or int8 (dynamic, linear layers)
 
     @property
     def hidden_size(self) -> int:
@@ -63,6 +64,39 @@ def resolve_device(spec: str) -> torch.device:
             )
         return device
     raise RosPromptError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUANTIZE = ("none", "int8")
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    """`auto`: float32 on CPU; bfloat16 on a CUDA device that has it, else float16."""
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if spec not in DTYPES:
+        raise RosPromptError(f"--dtype {spec!r}: expected auto, {', '.join(DTYPES)}")
+    if device.type == "cpu" and DTYPES[spec] is not torch.float32:
+        raise RosPromptError(f"--dtype {spec}: half precision is for CUDA devices; on CPU use --quantize int8")
+    return DTYPES[spec]
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantisation of every linear layer (weights int8, activations quantised per
+    batch); embeddings and layer norms stay float32."""
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, but it still ships in torch
+        # 2.13 and needs no extra package; its warnings are for developers, not for users.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor", category=UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def _fingerprint_dir(path: Path) -> str:
@@ -131,8 +165,11 @@ def load_tokenizer(path_or_id: str, local_only: bool) -> object:
     return AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only)
 
 
-def load_backbone(model: str | None = None, device: str = "auto") -> Backbone:
-    """Load `model` (None or 'bundled' for the default; a HF id; a local folder), frozen."""
+def load_backbone(
+    model: str | None = None, device: str = "auto", dtype: str = "auto", quantize: str = "none"
+) -> Backbone:
+    """Load `model` (None or 'bundled' for the default; a HF id; a local folder), frozen, in
+    `dtype` (see resolve_dtype), optionally with int8 linear layers (`quantize`, CPU only)."""
     _quiet_transformers()
     from transformers import AutoConfig, AutoModel
 
@@ -164,7 +201,15 @@ def load_backbone(model: str | None = None, device: str = "auto") -> Backbone:
         raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
     name, content_hash = _identity(source, local_dir, config)
     dev = resolve_device(device)
-    encoder.eval().requires_grad_(False).to(dev)
+    if quantize not in QUANTIZE:
+        raise RosPromptError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
+    if quantize == "int8" and dev.type != "cpu":
+        raise RosPromptError("--quantize int8 is for CPU; on a GPU use --dtype float16 or bfloat16 instead")
+    torch_dtype = resolve_dtype(dtype, dev)
+    encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
+    precision = str(torch_dtype).removeprefix("torch.")
+    if quantize == "int8":
+        encoder, precision = quantize_int8(encoder), "int8"
     return Backbone(
         name=name,
         source=source,
@@ -173,4 +218,5 @@ def load_backbone(model: str | None = None, device: str = "auto") -> Backbone:
         tokenizer=tokenizer,
         device=dev,
         text_prefix=_default_prefix(name),
+        precision=precision,
     )

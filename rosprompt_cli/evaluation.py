@@ -9,13 +9,17 @@ from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.scoring import EmbeddingScorer
 
 
-def predict(scorer: EmbeddingScorer, texts: list[str], label_set: LabelSet, batch_size: int = 32) -> list[str]:
+def predict(
+    scorer: EmbeddingScorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
+) -> list[str]:
     probs = score_texts(scorer, texts, scorer.label_vectors(label_set), batch_size)
     names = label_set.names
     return [names[j] for j in probs.argmax(-1).tolist()]
 
 
-def evaluate(scorer: EmbeddingScorer, data: LabelledData, label_set: LabelSet, batch_size: int = 32) -> Report:
+def evaluate(
+    scorer: EmbeddingScorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None
+) -> Report:
     """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`."""
     predictions = predict(scorer, data.texts, label_set, batch_size)
     return evaluate_predictions(data.labels, predictions, label_set.names, data.languages)

@@ -20,16 +20,20 @@ import platform
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import format_from_path, open_source
-from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frame
+from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_prepared, prepare_frame
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
+from rosprompt_cli.prefetch import prefetched
 from rosprompt_cli.resume import RunState, file_digest, value_digest
 from rosprompt_cli.scoring import EmbeddingScorer
 from rosprompt_cli.version import __version__
@@ -196,6 +200,7 @@ class LabelRun:
             "on_error": self.request.on_error,
             "max_length": scorer.max_length,
             "device": str(scorer.backbone.device),
+            "precision": scorer.backbone.precision,
         }
         return {
             "input": file_digest(self.source.path),
@@ -211,7 +216,10 @@ class LabelRun:
     ) -> RunSummary:
         assert self.report is not None, "prepare() first"
         summary = self.summary
-        summary.model = {"name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash}
+        summary.model = {
+            "name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash,
+            "precision": scorer.backbone.precision, "device": str(scorer.backbone.device),
+        }
         summary.labels = list(label_set.names)
         state = RunState(self.target, self.fingerprint(scorer, label_set)) if self.target else None
         progress = state.load_for_resume() if (state and self.request.resume) else None
@@ -231,21 +239,20 @@ class LabelRun:
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
         started = time.perf_counter()
         try:
-            for frame in self.source.iter_batches(self.request.chunk_rows, start=summary.rows):
-                out = label_frame(frame, scorer, label_set, label_vectors, self.options)
-                writer.write(out)
-                labels = out.get_column(self.options.label_col)
-                summary.rows += out.height
-                summary.empty_text += labels.null_count()
-                summary.labelled += out.height - labels.null_count()
-                summary.label_counts.update(labels.drop_nulls().to_list())
-                if state is not None:
-                    state.save({
-                        "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
-                        "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
-                    })
-                if on_rows:
-                    on_rows(out.height)
+            frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
+            # The next chunk is read and tokenised in a thread while this one is scored.
+            with closing(prefetched(prepare_frame(f, scorer, self.options.text_col) for f in frames)) as chunks:
+                for prepared in chunks:
+                    out = label_prepared(prepared, scorer, label_set, label_vectors, self.options)
+                    writer.write(out)
+                    self._count(out)
+                    if state is not None:
+                        state.save({
+                            "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
+                            "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
+                        })
+                    if on_rows:
+                        on_rows(out.height)
             summary.seconds = time.perf_counter() - started
             writer.commit()
         except Interrupted as stop:
@@ -269,6 +276,15 @@ class LabelRun:
         self._publish_rejects()
         summary.status = "partial" if summary.rejected else "ok"
         return summary
+
+    def _count(self, out: pl.DataFrame) -> None:
+        summary = self.summary
+        labels = out.get_column(self.options.label_col)
+        summary.rows += out.height
+        summary.empty_text += labels.null_count()
+        summary.labelled += out.height - labels.null_count()
+        for label, n in labels.drop_nulls().value_counts().iter_rows():
+            summary.label_counts[label] += n
 
     def _publish_rejects(self) -> None:
         if self._rejects_stream is None:

@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import torch
 
+from rosprompt_cli.batching import EncodedTexts
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.io import TableSource, require_columns
 from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.prefetch import prefetched
 from rosprompt_cli.scoring import EmbeddingScorer
 
 
 @dataclass
 class LabelOptions:
     text_col: str = "text"
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the scorer's default for its device
     top_k: int = 1
     multi_label: bool = False
     threshold: float = 0.3
@@ -26,7 +29,7 @@ class LabelOptions:
     score_col: str = "score"
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise RosPromptError("--batch-size must be at least 1")
         if self.top_k < 1:
             raise RosPromptError("--top-k must be at least 1")
@@ -45,17 +48,87 @@ def added_columns(label_names: list[str], options: LabelOptions) -> list[str]:
     return cols
 
 
-def score_texts(
-    scorer: EmbeddingScorer, texts: list[str], label_vectors: torch.Tensor, batch_size: int
+def score_encoded(
+    scorer: EmbeddingScorer, encoded: EncodedTexts, label_vectors: torch.Tensor, batch_size: int | None = None
 ) -> torch.Tensor:
-    """Probabilities [N, L] in input order; texts are batched by length to cut padding."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    probs = torch.empty(len(texts), label_vectors.shape[0])
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        vectors = scorer.text_vectors([texts[i] for i in idx])
-        probs[idx] = torch.softmax(scorer.logits(vectors, label_vectors), dim=-1).float().cpu()
+    """Probabilities [N, L] in input order, from length-bucketed batches."""
+    probs = torch.empty(len(encoded), label_vectors.shape[0])
+    for positions, input_ids, attention_mask in encoded.batches(batch_size or scorer.default_batch_size):
+        logits = scorer.logits(scorer.batch_vectors(input_ids, attention_mask), label_vectors)
+        probs[positions] = torch.softmax(logits, dim=-1).float().cpu()
     return probs
+
+
+def score_texts(
+    scorer: EmbeddingScorer, texts: list[str], label_vectors: torch.Tensor, batch_size: int | None = None
+) -> torch.Tensor:
+    """Probabilities [N, L] in input order."""
+    return score_encoded(scorer, scorer.encode(texts), label_vectors, batch_size)
+
+
+@dataclass
+class PreparedFrame:
+    """A frame with its usable texts tokenised: the part of labelling that needs no model run."""
+
+    frame: pl.DataFrame
+    valid: np.ndarray  # [N] bool: the row has non-blank text
+    encoded: EncodedTexts  # the valid rows' texts, in row order
+
+
+def prepare_frame(frame: pl.DataFrame, scorer: EmbeddingScorer, text_col: str) -> PreparedFrame:
+    text = frame.get_column(text_col).cast(pl.String, strict=False)
+    valid = (text.str.strip_chars().fill_null("") != "").to_numpy()
+    texts = text.filter(pl.Series(valid)).to_list()
+    return PreparedFrame(frame, valid, scorer.encode(texts))
+
+
+def _label_series(names: pl.Series, indices: np.ndarray, valid: np.ndarray) -> pl.Series:
+    positions = pl.Series(indices, dtype=pl.UInt32).scatter(np.flatnonzero(~valid), None)
+    return names.gather(positions)
+
+
+def _score_series(values: np.ndarray, valid: np.ndarray) -> pl.Series:
+    rounded = np.where(valid, np.round(values.astype(np.float64), 6), np.nan)
+    return pl.Series(rounded, dtype=pl.Float64, nan_to_null=True)
+
+
+def label_prepared(
+    prepared: PreparedFrame,
+    scorer: EmbeddingScorer,
+    label_set: LabelSet,
+    label_vectors: torch.Tensor,
+    options: LabelOptions,
+) -> pl.DataFrame:
+    """The input frame, unchanged and in order, plus the prediction columns."""
+    frame, valid = prepared.frame, prepared.valid
+    n_labels = len(label_set)
+    probs = np.zeros((frame.height, n_labels), dtype=np.float32)
+    if len(prepared.encoded):
+        probs[valid] = score_encoded(scorer, prepared.encoded, label_vectors, options.batch_size).numpy()
+    k = min(options.top_k, n_labels)
+    top_p, top_i = torch.from_numpy(probs).topk(k, dim=-1)
+    top_p, top_i = top_p.numpy(), top_i.numpy()
+    names = pl.Series(label_set.names, dtype=pl.String)
+    new: dict[str, pl.Series] = {
+        options.label_col: _label_series(names, top_i[:, 0], valid),
+        options.score_col: _score_series(top_p[:, 0], valid),
+    }
+    for rank in range(1, k):
+        new[f"{options.label_col}_{rank + 1}"] = _label_series(names, top_i[:, rank], valid)
+        new[f"{options.score_col}_{rank + 1}"] = _score_series(top_p[:, rank], valid)
+    if options.multi_label:
+        chosen: list[str | None] = []
+        for row, ok in zip(probs.tolist(), valid.tolist()):
+            if not ok:
+                chosen.append(None)
+                continue
+            picked = sorted((p, label_set.names[j]) for j, p in enumerate(row) if p >= options.threshold)
+            chosen.append("|".join(name for _, name in reversed(picked)))
+        new[f"{options.label_col}s"] = pl.Series(chosen, dtype=pl.String)
+    if options.all_scores:
+        for j, name in enumerate(label_set.names):
+            new[f"{options.score_col}_{name}"] = _score_series(probs[:, j], valid)
+    return frame.with_columns(**new)
 
 
 def label_frame(
@@ -66,45 +139,8 @@ def label_frame(
     options: LabelOptions,
 ) -> pl.DataFrame:
     """The input frame, unchanged and in order, plus the prediction columns."""
-    raw = frame.get_column(options.text_col).cast(pl.String, strict=False).to_list()
-    valid = [i for i, t in enumerate(raw) if t is not None and t.strip()]
-    n_labels = len(label_set)
-    probs = torch.full((len(raw), n_labels), float("nan"))
-    if valid:
-        probs[valid] = score_texts(scorer, [raw[i] for i in valid], label_vectors, options.batch_size)
-    k = min(options.top_k, n_labels)
-    top_p, top_i = probs.nan_to_num(-1.0).topk(k, dim=-1)
-    names = label_set.names
-    is_valid = torch.zeros(len(raw), dtype=torch.bool)
-    is_valid[valid] = True
-
-    def label_column(rank: int) -> list[str | None]:
-        return [names[j] if ok else None for j, ok in zip(top_i[:, rank].tolist(), is_valid.tolist())]
-
-    def score_column(rank: int) -> list[float | None]:
-        return [round(p, 6) if ok else None for p, ok in zip(top_p[:, rank].tolist(), is_valid.tolist())]
-
-    new: dict[str, pl.Series] = {
-        options.label_col: pl.Series(label_column(0), dtype=pl.String),
-        options.score_col: pl.Series(score_column(0), dtype=pl.Float64),
-    }
-    for rank in range(1, k):
-        new[f"{options.label_col}_{rank + 1}"] = pl.Series(label_column(rank), dtype=pl.String)
-        new[f"{options.score_col}_{rank + 1}"] = pl.Series(score_column(rank), dtype=pl.Float64)
-    if options.multi_label:
-        chosen = []
-        for row, ok in zip(probs.tolist(), is_valid.tolist()):
-            if not ok:
-                chosen.append(None)
-                continue
-            picked = sorted((p, names[j]) for j, p in enumerate(row) if p >= options.threshold)
-            chosen.append("|".join(name for _, name in reversed(picked)))
-        new[f"{options.label_col}s"] = pl.Series(chosen, dtype=pl.String)
-    if options.all_scores:
-        for j, name in enumerate(names):
-            column = [round(p, 6) if ok else None for p, ok in zip(probs[:, j].tolist(), is_valid.tolist())]
-            new[f"{options.score_col}_{name}"] = pl.Series(column, dtype=pl.Float64)
-    return frame.with_columns(**new)
+    prepared = prepare_frame(frame, scorer, options.text_col)
+    return label_prepared(prepared, scorer, label_set, label_vectors, options)
 
 
 def label_frames(
@@ -113,9 +149,10 @@ def label_frames(
     label_set: LabelSet,
     options: LabelOptions,
 ) -> Iterator[pl.DataFrame]:
+    """Label a stream of frames; the next frame is read and tokenised while this one is scored."""
     label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
-    for frame in frames:
-        yield label_frame(frame, scorer, label_set, label_vectors, options)
+    for prepared in prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames):
+        yield label_prepared(prepared, scorer, label_set, label_vectors, options)
 
 
 def check_output_columns(source: TableSource, label_names: list[str], options: LabelOptions) -> None:

@@ -15,25 +15,48 @@ import torch
 import torch.nn.functional as F
 
 from rosprompt_cli.backbone import Backbone
+from rosprompt_cli.batching import EncodedTexts, encode_texts
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.objective import class_vectors, group_ids
 from rosprompt_cli.prompt import SoftPrompt
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
 DEFAULT_TEMPERATURE = 0.05
+# Texts per forward pass when none is given. CPU: the fastest of 4-64 in bench/throughput.py
+# (length-bucketed batches leave little padding, and larger ones gain nothing on a few cores).
+# CUDA: large batches keep the device busy (not measured here: no GPU on the bench machine).
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 128}
 MAX_CHARS_PER_TOKEN = 64
+
+
+def text_token_limit(backbone: Backbone, prompt_length: int, max_length: int | None = None) -> int:
+    """Tokens left for prefix+text once the prompt has its positions: truncation cuts the text,
+    never the prompt."""
+    limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length
+    if limit < 3:
+        from rosprompt_cli.errors import RosPromptError
+
+        raise RosPromptError(
+            f"--max-length {max_length}: leaves {limit} tokens for the text after the {prompt_length}-token "
+            f"prompt; give at least {prompt_length + 3}"
+        )
+    return limit
+
+
+def _prefixed(texts: Sequence[str], prefix: str, limit: int) -> list[str]:
+    # Cut very long texts before the tokenizer sees them (a 10 MB row would cost seconds): no
+    # subword is anywhere near MAX_CHARS_PER_TOKEN characters, so the tokens kept are the same.
+    keep = limit * MAX_CHARS_PER_TOKEN
+    return [prefix + t[:keep] for t in texts]
 
 
 def tokenize(
     backbone: Backbone, texts: Sequence[str], prefix: str, prompt_length: int, max_length: int | None = None
 ) -> dict:
-    """Tokenise prefix+text, leaving room for the prompt inside the position limit."""
-    limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length
-    # Cut very long texts before the tokenizer sees them (a 10 MB row would cost seconds): no
-    # subword is anywhere near MAX_CHARS_PER_TOKEN characters, so the tokens kept are the same.
-    keep = limit * MAX_CHARS_PER_TOKEN
+    """Tokenise prefix+text into padded tensors, leaving room for the prompt inside the position limit."""
+    limit = text_token_limit(backbone, prompt_length, max_length)
     return backbone.tokenizer(
-        [prefix + t[:keep] for t in texts],
+        _prefixed(texts, prefix, limit),
         padding=True,
         truncation=True,
         max_length=limit,
@@ -63,9 +86,9 @@ def prompted_embeddings(
         full_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
         hidden = backbone.model(inputs_embeds=inputs_embeds, attention_mask=full_mask).last_hidden_state
         pool_mask = torch.cat([attention_mask[:, :1], ones * 0, attention_mask[:, 1:]], dim=1)
-    weights = pool_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-    return F.normalize(pooled.float(), dim=-1)
+    weights = pool_mask.unsqueeze(-1).float()
+    pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return F.normalize(pooled, dim=-1)
 
 
 class EmbeddingScorer:
@@ -88,6 +111,10 @@ class EmbeddingScorer:
         self.temperature = temperature or (prompt.meta.temperature if prompt else DEFAULT_TEMPERATURE)
         self.max_length = max_length
         self._prompt_vectors = prompt.vectors.to(backbone.device) if prompt is not None else None
+
+    @property
+    def default_batch_size(self) -> int:
+        return DEFAULT_BATCH_SIZE.get(self.backbone.device.type, DEFAULT_BATCH_SIZE["cpu"])
 
     @property
     def prompt_length(self) -> int:
@@ -115,7 +142,20 @@ class EmbeddingScorer:
     @torch.inference_mode()
     def text_vectors(self, texts: Sequence[str]) -> torch.Tensor:
         enc = tokenize(self.backbone, texts, self.text_prefix, self.prompt_length, self.max_length)
-        return prompted_embeddings(self.backbone, enc["input_ids"], enc["attention_mask"], self._prompt_vectors)
+        return self.batch_vectors(enc["input_ids"], enc["attention_mask"])
+
+    def encode(self, texts: Sequence[str]) -> EncodedTexts:
+        """Token ids of prefix+text for `batch_vectors`, truncated to leave room for the prompt."""
+        limit = text_token_limit(self.backbone, self.prompt_length, self.max_length)
+        return encode_texts(self.backbone.tokenizer, _prefixed(texts, self.text_prefix, limit), limit)
+
+    @torch.inference_mode()
+    def batch_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Prompted text vectors [B, H] of one padded batch."""
+        if self.backbone.device.type == "cuda":  # page-locked copies overlap the transfer with compute
+            input_ids = input_ids.pin_memory().to(self.backbone.device, non_blocking=True)
+            attention_mask = attention_mask.pin_memory().to(self.backbone.device, non_blocking=True)
+        return prompted_embeddings(self.backbone, input_ids, attention_mask, self._prompt_vectors)
 
     def logits(self, text_vectors: torch.Tensor, label_vectors: torch.Tensor) -> torch.Tensor:
         return text_vectors @ label_vectors.T / self.temperature
@@ -127,6 +167,8 @@ def build_scorer(
     prompt_path: str | None = None,
     use_prompt: bool = True,
     max_length: int | None = None,
+    dtype: str = "auto",
+    quantize: str = "none",
 ) -> tuple[EmbeddingScorer, str]:
     """Load the backbone and prompt a command asked for; returns the scorer and a note saying
     which prompt is in use.
@@ -140,11 +182,11 @@ def build_scorer(
     prompt: SoftPrompt | None = None
     if use_prompt and prompt_path:
         prompt = SoftPrompt.load(prompt_path)
-        backbone = load_backbone(model or prompt.meta.backbone_source, device)
+        backbone = load_backbone(model or prompt.meta.backbone_source, device, dtype, quantize)
         prompt.check_backbone(backbone.name, backbone.content_hash, backbone.hidden_size, source=prompt_path)
         note = f"prompt {prompt_path}"
     else:
-        backbone = load_backbone(model, device)
+        backbone = load_backbone(model, device, dtype, quantize)
         shipped = shipped_prompt_path() if use_prompt else None
         note = "no prompt (plain zero-shot)"
         if shipped is not None:

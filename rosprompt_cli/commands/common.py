@@ -65,6 +65,30 @@ Format = Annotated[
     str | None,
     typer.Option("--format", help="Input format: csv, tsv, jsonl or parquet. Default: from the extension.", show_default=False),
 ]
+Dtype = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Model precision: auto (float32 on CPU; bfloat16 on a CUDA device that has it, else float16), "
+        "float32, float16 or bfloat16.",
+    ),
+]
+Quantize = Annotated[
+    str,
+    typer.Option(
+        "--quantize",
+        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; faster, at a small "
+        "accuracy cost measured in the README); none: as loaded.",
+    ),
+]
+ScoreBatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Texts per forward pass (texts are grouped by length). Default: 8 on CPU, 128 on CUDA.",
+        show_default=False,
+    ),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")]
 MaxLength = Annotated[
     int | None,

@@ -75,8 +75,10 @@ def evaluate(
     split: common.Split = None,
     model: common.Model = None,
     device: common.Device = "auto",
-    batch_size: common.BatchSize = 32,
+    batch_size: common.ScoreBatchSize = None,
     max_length: common.MaxLength = None,
+    dtype: common.Dtype = "auto",
+    quantize: common.Quantize = "none",
 ) -> None:
     data = load_labelled(input, text_col, label_col, lang_col, fmt, split, default_splits=("test", "validation", "dev"))
     label_set = resolve_label_set(labels, labels_file, fallback=sorted(data.label_names()))
@@ -85,10 +87,10 @@ def evaluate(
         raise RosPromptError(
             f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
         )
-    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length, dtype, quantize)
     label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
     note += lexicon_note
-    common.info(f"{scorer.backbone.name}, {note}, {len(label_set)} labels, {len(data):,} rows")
+    common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}, {len(label_set)} labels, {len(data):,} rows")
     report = run_evaluation(scorer, data, label_set, batch_size)
     console = Console()
     for table in _tables(report, f"{data.source} ({note})"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +14,9 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.label_run import LabelRun, RunRequest, describe_rejects
 from rosprompt_cli.labeling import LabelOptions
-from rosprompt_cli.labels import resolve_label_set
+from rosprompt_cli.labels import LabelSet, resolve_label_set
 from rosprompt_cli.output import STDIO
-from rosprompt_cli.scoring import build_scorer
+from rosprompt_cli.scoring import EmbeddingScorer, build_scorer
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
@@ -77,8 +79,10 @@ def label(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output (and rejects) file.")] = False,
     model: common.Model = None,
     device: common.Device = "auto",
-    batch_size: common.BatchSize = 32,
+    batch_size: common.ScoreBatchSize = None,
     max_length: common.MaxLength = None,
+    dtype: common.Dtype = "auto",
+    quantize: common.Quantize = "none",
 ) -> None:
     if summary_path and not Path(summary_path).resolve().parent.is_dir():
         raise RosPromptError(f"--summary {summary_path}: folder {Path(summary_path).parent} does not exist")
@@ -99,7 +103,8 @@ def label(
     )
     with LabelRun(request, options, list(label_set.names)) as run:
         try:
-            _run(run, label_set, model, device, prompt, no_prompt, lexicon, max_length)
+            load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize)
+            _run(run, label_set, load_scorer, lexicon)
         except (RosPromptError, Interrupted, Exception) as exc:
             if summary_path:
                 run.summary.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
@@ -112,7 +117,10 @@ def label(
         raise typer.Exit(4)
 
 
-def _run(run: LabelRun, label_set, model, device, prompt, no_prompt, lexicon, max_length) -> None:
+def _run(
+    run: LabelRun, label_set: LabelSet, load_scorer: Callable[[], tuple[EmbeddingScorer, str]], lexicon: bool | None
+) -> None:
+    """Check the input first (no model needed), then load the model and label."""
     report = run.prepare()
     source = run.source.display
     if not report.columns:
@@ -124,10 +132,10 @@ def _run(run: LabelRun, label_set, model, device, prompt, no_prompt, lexicon, ma
             f"{source}: {report.empty_text:,} rows have empty or missing text ({where} {lines}); "
             f"they are kept in the output with an empty label"
         )
-    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length)
+    scorer, note = load_scorer()
     label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
     run.summary.prompt = note + lexicon_note
-    common.info(f"{scorer.backbone.name}, {note}{lexicon_note}, {len(label_set)} labels")
+    common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}{lexicon_note}, {len(label_set)} labels")
     with common.row_progress("labelling", total=report.rows) as advance:
         summary = run.execute(scorer, label_set, on_rows=advance)
     where = "stdout" if summary.output == "<stdout>" else summary.output

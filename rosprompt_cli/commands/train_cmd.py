@@ -86,7 +86,7 @@ def train(
         data = data.sample_per_class(shots, seed)
     dev_data = load_labelled(dev, text_col, label_col, None, None, None, ("validation", "dev", "test")) if dev else None
     label_set = resolve_label_set(None, labels_file, fallback=sorted(data.label_names()))
-    backbone = load_backbone(model, device)
+    backbone = load_backbone(model, device, dtype="float32")  # gradients through the frozen model in full precision
     common.info(f"training a {prompt_len}-vector prompt for {backbone.name} on {len(data)} examples, {len(label_set)} labels")
 
     def report(log: EpochLog) -> None:
