@@ -301,12 +301,15 @@ def peak_rss_mib(command: list[str]) -> float:
 
 
 def section_memory(corpus_rows: list[dict], tmp: Path, sizes: list[int], max_length: int) -> dict:
+    """The CLI with --no-prompt and a short --max-length, so that 200k rows take minutes: what could
+    grow with the row count (input check, chunks, writer, summary) is the same code either way."""
     result = {}
     for size in sizes:
         rows = [dict(r, id=i) for i, r in enumerate(corpus_rows[i % len(corpus_rows)] for i in range(size))]
         path = write_jsonl(rows, tmp / f"memory_{size}.jsonl")
         command = [sys.executable, "-m", "rosprompt_cli", "label", str(path), "--labels", ",".join(label_names(7)),
-                   "--out", str(tmp / f"memory_{size}.parquet"), "--force", "--max-length", str(max_length)]
+                   "--out", str(tmp / f"memory_{size}.parquet"), "--force", "--max-length", str(max_length),
+                   "--no-prompt", "--no-lexicon"]
         started = time.perf_counter()
         rss = peak_rss_mib(command)
         seconds = time.perf_counter() - started
@@ -336,10 +339,11 @@ def profile_label(scorer: EmbeddingScorer, corpus: Path, tmp: Path, batch_size: 
 
 def write_report(out: Path, data: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    runs = "; ".join(f"`{r['command']}` on commit `{r['commit']}` ({', '.join(r['sections'])})" for r in data["runs"])
     lines = [
         "# `rosprompt label` throughput",
         "",
-        f"Command: `{data['command']}` on commit `{data['commit']}`, {data['machine']}; torch "
+        f"Commands: {runs}. Machine: {data['machine']}; torch "
         f"{data['torch']} with {data['torch_threads']} threads. Corpus: {data['corpus_lines']:,} lines "
         f"({data['corpus_tokens']:,} tokens, {data['languages']} languages; 1-6 SIB-200 dev sentences per line "
         f"plus the samples). Batch size {data['batch_size']}. Times are the best of {data['repeats']} interleaved "
@@ -369,7 +373,7 @@ def write_report(out: Path, data: dict) -> None:
         lines.append("")
     if "int8" in data:
         r = data["int8"]
-        lines += ["## --quantize int8 (CPU)", "",
+        lines += ["## --quantize int8 (CPU; int8 weights per output channel, feed-forward down-projections kept in float32)", "",
                   f"Speed: {r['speedup']:.2f}x the float32 texts/s ({r['int8']['texts_per_s']:.1f} against "
                   f"{r['float32']['texts_per_s']:.1f})."]
         if "accuracy_change_points" in r:
@@ -398,8 +402,9 @@ def write_report(out: Path, data: dict) -> None:
         sizes = [k for k in m if k.isdigit()]
         lines += ["## Peak resident memory of the CLI (target: within 15%)", "",
                   f"`rosprompt label FILE.jsonl --labels <7 labels> --out FILE.parquet --max-length "
-                  f"{m['max_length']}` in a subprocess (the corpus lines repeated; --max-length keeps the 200k run "
-                  f"short, it does not change what grows with the row count).", "",
+                  f"{m['max_length']} --no-prompt --no-lexicon` in a subprocess, on the corpus lines repeated "
+                  f"(the short --max-length keeps the 200k run to minutes; it does not change what could grow "
+                  f"with the row count).", "",
                   "| lines | peak RSS MiB | seconds |", "| ---: | ---: | ---: |"]
         for size in sizes:
             lines.append(f"| {int(size):,} | {m[size]['peak_rss_mib']:.0f} | {m[size]['seconds']:.0f} |")
@@ -420,20 +425,26 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="4,8,16,32,64")
     parser.add_argument("--label-counts", default="2,10,50,200")
     parser.add_argument("--memory-lines", default="10000,200000")
-    parser.add_argument("--memory-max-length", type=int, default=32)
+    parser.add_argument("--memory-max-length", type=int, default=16)
     parser.add_argument("--pipeline-plan", default="2:100,10:40,50:10,200:3", help="labels:texts,...")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 SIB-200 dev accuracy")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing OUT.json")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = build_corpus(args.lines)
     texts = [r["text"] for r in rows]
-    data: dict = {
+    previous = json.loads(out.with_suffix(".json").read_text()) if args.merge else {}
+    run_info = {
         "command": "python bench/throughput.py " + " ".join(sys.argv[1:]),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=REPO).stdout.strip(),
+        "sections": sorted(sections),
+    }
+    data: dict = previous | {
+        "runs": previous.get("runs", []) + [run_info],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
         "label_repeats": args.label_repeats,
@@ -452,26 +463,32 @@ def main() -> None:
         if "bare" in sections:
             data["bare"] = section_bare({"shipped prompt": prompted, "--no-prompt": plain}, corpus, texts, tmp,
                                         batch_size, args.repeats)
+            write_report(out, data)  # after every section: a later failure keeps it
         counts = [int(c) for c in args.label_counts.split(",")]
         if "labels" in sections or "rivals" in sections:
             data["labels"] = section_labels(prompted, corpus, texts, tmp, batch_size, counts, args.label_repeats)
+            write_report(out, data)  # after every section: a later failure keeps it
         if "batch" in sections:
             sizes = [int(s) for s in args.batch_sizes.split(",")]
             subset = write_jsonl(rows[: args.batch_lines], tmp / "batch_corpus.jsonl")
             data["batch"] = section_batch(prompted, subset, texts[: args.batch_lines], tmp, sizes, args.repeats)
             data["batch_lines"] = min(args.batch_lines, len(rows))
+            write_report(out, data)  # after every section: a later failure keeps it
         if "int8" in sections:
             int8_backbone = load_backbone(None, "cpu", quantize="int8")
             int8 = EmbeddingScorer(int8_backbone, prompted.prompt)
             data["int8"] = section_int8(prompted, int8, corpus, texts, tmp, batch_size, args.repeats,
                                         not args.no_accuracy)
+            write_report(out, data)  # after every section: a later failure keeps it
             del int8, int8_backbone
         if "rivals" in sections:
             plan = [tuple(int(x) for x in item.split(":")) for item in args.pipeline_plan.split(",")]
             data["rivals"] = section_rivals(prompted, corpus, texts, tmp, batch_size, data["labels"], plan)
+            write_report(out, data)  # after every section: a later failure keeps it
         if "memory" in sections:
             sizes = [int(s) for s in args.memory_lines.split(",")]
             data["memory"] = section_memory(rows, tmp, sizes, args.memory_max_length)
+            write_report(out, data)  # after every section: a later failure keeps it
     data["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_report(out, data)
 

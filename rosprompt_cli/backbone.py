@@ -84,19 +84,43 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return DTYPES[spec]
 
 
+def check_placement(device: str, dtype: str, quantize: str) -> tuple[torch.device, torch.dtype]:
+    """Validate --device, --dtype and --quantize together, before any model is loaded."""
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if quantize not in QUANTIZE:
+        raise RosPromptError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
+    if quantize == "int8" and dev.type != "cpu":
+        raise RosPromptError("--quantize int8 is for CPU; on a GPU use --dtype float16 or bfloat16 instead")
+    return dev, torch_dtype
+
+
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
-    """Dynamic int8 quantisation of every linear layer (weights int8, activations quantised per
-    batch); embeddings and layer norms stay float32."""
+    """Dynamic int8 quantisation of the linear layers (weights int8 per output channel,
+    activations quantised per batch), except the feed-forward down-projections: their inputs
+    (GELU outputs) have outliers that per-tensor activation scales crush. Quantising those too,
+    or weights per tensor, cost 4.5 to 9 points of SIB-200 dev accuracy in our measurements.
+    Embeddings and layer norms stay float32."""
     import warnings
 
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated in favour of torchao, but it still ships in torch
         # 2.13 and needs no extra package; its warnings are for developers, not for users.
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor", category=UserWarning)
-        from torch.ao.quantization import quantize_dynamic
+        warnings.filterwarnings("ignore", message=".*quantize_per_", category=UserWarning)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        chosen = {
+            name: per_channel_dynamic_qconfig
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not _is_ffn_down_projection(name)
+        }
+        return quantize_dynamic(model, chosen, inplace=True)
+
+
+def _is_ffn_down_projection(name: str) -> bool:
+    # BERT/XLM-R name it layer.N.output.dense (the attention's own is attention.output.dense).
+    return name.endswith("output.dense") and "attention" not in name
 
 
 def _fingerprint_dir(path: Path) -> str:
@@ -170,6 +194,7 @@ def load_backbone(
 ) -> Backbone:
     """Load `model` (None or 'bundled' for the default; a HF id; a local folder), frozen, in
     `dtype` (see resolve_dtype), optionally with int8 linear layers (`quantize`, CPU only)."""
+    dev, torch_dtype = check_placement(device, dtype, quantize)
     _quiet_transformers()
     from transformers import AutoConfig, AutoModel
 
@@ -200,12 +225,6 @@ def load_backbone(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
     name, content_hash = _identity(source, local_dir, config)
-    dev = resolve_device(device)
-    if quantize not in QUANTIZE:
-        raise RosPromptError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
-    if quantize == "int8" and dev.type != "cpu":
-        raise RosPromptError("--quantize int8 is for CPU; on a GPU use --dtype float16 or bfloat16 instead")
-    torch_dtype = resolve_dtype(dtype, dev)
     encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
     precision = str(torch_dtype).removeprefix("torch.")
     if quantize == "int8":

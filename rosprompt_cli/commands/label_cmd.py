@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from rosprompt_cli.backbone import check_placement
 from rosprompt_cli.commands import common
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.interrupt import Interrupted
@@ -87,6 +88,7 @@ def label(
     if summary_path and not Path(summary_path).resolve().parent.is_dir():
         raise RosPromptError(f"--summary {summary_path}: folder {Path(summary_path).parent} does not exist")
     label_set = resolve_label_set(labels, labels_file)
+    check_placement(device, dtype, quantize)  # before the input pre-pass, which may take a while
     options = LabelOptions(
         text_col=text_col,
         batch_size=batch_size,
