@@ -256,7 +256,7 @@ def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp:
     result["sentence_transformers"] = {
         "texts": len(texts), "seconds": st_s, "texts_per_s": len(texts) / st_s,
         "rosprompt_speedup": st_s / ours,
-        "note": "encode + cosine + argmax only (no file reading or writing); rosprompt's time includes them",
+        "note": "encode + cosine + argmax only, no file reading or writing (rosprompt's time includes them)",
     }
     print(f"sentence-transformers: {len(texts) / st_s:.1f} texts/s; rosprompt {st_s / ours:.2f}x", flush=True)
 
@@ -390,7 +390,7 @@ def write_report(out: Path, data: dict) -> None:
         lines += ["## Against what a user would write instead (same backbone)", "",
                   f"- sentence-transformers `encode` + cosine: {st['texts_per_s']:.1f} texts/s over all "
                   f"{st['texts']:,} texts; rosprompt `label` (2 labels, with its file I/O and the prompt) is "
-                  f"{st['rosprompt_speedup']:.2f}x its speed ({st['note']}).",
+                  f"{st['rosprompt_speedup']:.2f}x its speed. Timed: {st['note']}.",
                   "- transformers zero-shot-classification pipeline (one forward per text and label; "
                   f"{r['zero_shot_pipeline']['note']}), on a sample of the corpus:", "",
                   "| labels | pipeline texts/s | texts timed | rosprompt speed-up |", "| ---: | ---: | ---: | ---: |"]
@@ -430,7 +430,11 @@ def main() -> None:
     parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 SIB-200 dev accuracy")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--merge", action="store_true", help="keep the other sections of an existing OUT.json")
+    parser.add_argument("--render", action="store_true", help="only rewrite OUT.md from OUT.json")
     args = parser.parse_args()
+    if args.render:
+        write_report(Path(args.out), json.loads(Path(args.out).with_suffix(".json").read_text()))
+        return
     sections = set(args.sections.split(","))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

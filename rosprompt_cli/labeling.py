@@ -66,6 +66,11 @@ def score_texts(
     return score_encoded(scorer, scorer.encode(texts), label_vectors, batch_size)
 
 
+# What str.strip() removes (the input pre-pass counts blank texts with it), for polars, whose
+# own default set differs in a few control characters. None lies beyond U+3000.
+PYTHON_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
 @dataclass
 class PreparedFrame:
     """A frame with its usable texts tokenised: the part of labelling that needs no model run."""
@@ -77,7 +82,7 @@ class PreparedFrame:
 
 def prepare_frame(frame: pl.DataFrame, scorer: EmbeddingScorer, text_col: str) -> PreparedFrame:
     text = frame.get_column(text_col).cast(pl.String, strict=False)
-    valid = (text.str.strip_chars().fill_null("") != "").to_numpy()
+    valid = (text.str.strip_chars(PYTHON_WHITESPACE).fill_null("") != "").to_numpy()
     texts = text.filter(pl.Series(valid)).to_list()
     return PreparedFrame(frame, valid, scorer.encode(texts))
 

@@ -77,8 +77,8 @@ Quantize = Annotated[
     str,
     typer.Option(
         "--quantize",
-        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; faster, at a small "
-        "accuracy cost measured in the README); none: as loaded.",
+        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; 1.2x faster, 0.85 "
+        "points less accurate on SIB-200 dev, see the README); none: as loaded.",
     ),
 ]
 ScoreBatchSize = Annotated[
