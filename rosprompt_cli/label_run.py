@@ -30,11 +30,11 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import format_from_path, open_source
-from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_prepared, prepare_frame
+from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frames
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
-from rosprompt_cli.prefetch import prefetched
-from rosprompt_cli.resume import RunState, file_digest, value_digest
+from rosprompt_cli.paths import sha256_file, write_json_atomically
+from rosprompt_cli.resume import RunState, value_digest
 from rosprompt_cli.scoring import EmbeddingScorer
 from rosprompt_cli.version import __version__
 
@@ -97,9 +97,7 @@ class RunSummary:
         return data
 
     def write(self, path: str) -> None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_json_atomically(Path(path), self.as_dict(), indent=2)
 
 
 def _versions() -> dict[str, str]:
@@ -203,7 +201,7 @@ class LabelRun:
             "precision": scorer.backbone.precision,
         }
         return {
-            "input": file_digest(self.source.path),
+            "input": sha256_file(self.source.path),
             "model": scorer.backbone.content_hash,
             "prompt": prompt,
             "labels": value_digest(label_set.name_table()),
@@ -240,10 +238,8 @@ class LabelRun:
         started = time.perf_counter()
         try:
             frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
-            # The next chunk is read and tokenised in a thread while this one is scored.
-            with closing(prefetched(prepare_frame(f, scorer, self.options.text_col) for f in frames)) as chunks:
-                for prepared in chunks:
-                    out = label_prepared(prepared, scorer, label_set, label_vectors, self.options)
+            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors)) as labelled:
+                for out in labelled:
                     writer.write(out)
                     self._count(out)
                     if state is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,28 +137,21 @@ def label_prepared(
     return frame.with_columns(**new)
 
 
-def label_frame(
-    frame: pl.DataFrame,
-    scorer: EmbeddingScorer,
-    label_set: LabelSet,
-    label_vectors: torch.Tensor,
-    options: LabelOptions,
-) -> pl.DataFrame:
-    """The input frame, unchanged and in order, plus the prediction columns."""
-    prepared = prepare_frame(frame, scorer, options.text_col)
-    return label_prepared(prepared, scorer, label_set, label_vectors, options)
-
-
 def label_frames(
     frames: Iterable[pl.DataFrame],
     scorer: EmbeddingScorer,
     label_set: LabelSet,
     options: LabelOptions,
+    label_vectors: torch.Tensor | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """Label a stream of frames; the next frame is read and tokenised while this one is scored."""
-    label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
-    for prepared in prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames):
-        yield label_prepared(prepared, scorer, label_set, label_vectors, options)
+    """Label a stream of frames; the next frame is read and tokenised in a thread while this one
+    is scored. Closing this generator stops that thread. `label_vectors`: the label set's, if
+    already computed."""
+    if label_vectors is None:
+        label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
+    with closing(prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames)) as chunks:
+        for prepared in chunks:
+            yield label_prepared(prepared, scorer, label_set, label_vectors, options)
 
 
 def check_output_columns(source: TableSource, label_names: list[str], options: LabelOptions) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.output import sidecar
+from rosprompt_cli.paths import write_json_atomically
 
 STATE_VERSION = 1
 # Fingerprint parts, in the order a mismatch is reported, with the words used to report it.
@@ -26,14 +26,6 @@ _PARTS = {
     "options": "the labelling options",
     "version": "the rosprompt version",
 }
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def value_digest(value: object) -> str:
@@ -72,12 +64,9 @@ class RunState:
         return progress
 
     def save(self, progress: dict) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump({"version": STATE_VERSION, "fingerprint": self.fingerprint, "progress": progress}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomically(
+            self.path, {"version": STATE_VERSION, "fingerprint": self.fingerprint, "progress": progress}
+        )
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
