@@ -28,7 +28,10 @@ import rosprompt_cli  # noqa: E402
 from rosprompt_cli.label_run import LabelRun, RunRequest  # noqa: E402
 from rosprompt_cli.labeling import LabelOptions  # noqa: E402
 from rosprompt_cli.labels import LabelSet  # noqa: E402
-from rosprompt_cli.scoring import build_scorer  # noqa: E402
+try:
+    from rosprompt_cli.scorers import build_scorer  # noqa: E402
+except ImportError:  # commits before the MLM verbalizer kept it in scoring.py
+    from rosprompt_cli.scoring import build_scorer  # noqa: E402
 
 
 @torch.inference_mode()

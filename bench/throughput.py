@@ -44,7 +44,8 @@ from rosprompt_cli import LabelSet, load_backbone
 from rosprompt_cli.label_run import LabelRun, RunRequest
 from rosprompt_cli.labeling import LabelOptions
 from rosprompt_cli.lexicon import load_lexicon
-from rosprompt_cli.scoring import EmbeddingScorer, build_scorer
+from rosprompt_cli.scorers import build_scorer
+from rosprompt_cli.scoring import EmbeddingScorer
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"

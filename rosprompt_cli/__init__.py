@@ -19,13 +19,16 @@ from rosprompt_cli.labels import Label, LabelSet, load_label_file, parse_label_a
 from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.output import TableWriter
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
-from rosprompt_cli.scoring import EmbeddingScorer, build_scorer
+from rosprompt_cli.mlm import MlmOptions, MlmScorer
+from rosprompt_cli.scorers import build_scorer, make_scorer
+from rosprompt_cli.scoring import EmbeddingScorer
 from rosprompt_cli.training import TrainConfig, train_prompt
 from rosprompt_cli.version import __version__
 
 __all__ = [
-    "Backbone", "EmbeddingScorer", "Label", "LabelOptions", "LabelRun", "LabelSet", "LabelledData", "PromptMeta",
+    "Backbone", "EmbeddingScorer", "Label", "LabelOptions", "LabelRun", "LabelSet", "LabelledData", "MlmOptions",
+    "MlmScorer", "PromptMeta",
     "Report", "RosPromptError", "RunRequest", "RunSummary", "SoftPrompt", "TableWriter", "TrainConfig",
     "__version__", "build_scorer", "evaluate", "evaluate_predictions", "label_frames", "load_backbone", "load_label_file",
-    "load_labelled", "open_source", "parse_label_arg", "predict", "train_prompt",
+    "load_labelled", "make_scorer", "open_source", "parse_label_arg", "predict", "train_prompt",
 ]

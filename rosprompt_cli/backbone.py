@@ -31,6 +31,9 @@ class Backbone:
     # Text put before every input ("query: " for the e5 family, which was trained with it).
     text_prefix: str
     precision: str = "float32"  # float32, float16, bfloat16 or int8 (dynamic, linear layers)
+    # The masked-LM head (hidden state -> vocabulary logits) of a masked LM; None for encoders
+    # without one (sentence encoders such as the bundled e5).
+    mlm_head: torch.nn.Module | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -189,6 +192,26 @@ def load_tokenizer(path_or_id: str, local_only: bool) -> object:
     return AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only)
 
 
+_MLM_ARCHITECTURES = ("ForMaskedLM", "ForPreTraining")
+
+
+def has_mlm_head(config: object) -> bool:
+    """Whether the checkpoint was saved with a masked-LM head (its config names such a class)."""
+    return any(str(a).endswith(_MLM_ARCHITECTURES) for a in (getattr(config, "architectures", None) or []))
+
+
+def _split_masked_lm(model: torch.nn.Module, source: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A *ForMaskedLM model as (encoder, head): the head is then run on mask positions only."""
+    prefix = model.base_model_prefix
+    heads = [module for name, module in model.named_children() if name != prefix]
+    if len(heads) != 1:
+        raise RosPromptError(
+            f"--model {source}: its masked-LM head is split over {len(heads)} modules, which rosprompt does not "
+            f"support; use --verbalizer embed"
+        )
+    return getattr(model, prefix), heads[0]
+
+
 def load_backbone(
     model: str | None = None, device: str = "auto", dtype: str = "auto", quantize: str = "none"
 ) -> Backbone:
@@ -196,7 +219,7 @@ def load_backbone(
     `dtype` (see resolve_dtype), optionally with int8 linear layers (`quantize`, CPU only)."""
     dev, torch_dtype = check_placement(device, dtype, quantize)
     _quiet_transformers()
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     source = model or DEFAULT_MODEL
     if source in BUNDLED_ALIASES:
@@ -212,8 +235,13 @@ def load_backbone(
     try:
         config = AutoConfig.from_pretrained(path_or_id, local_files_only=local_only)
         tokenizer = load_tokenizer(path_or_id, local_only)
-        kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
-        encoder = AutoModel.from_pretrained(path_or_id, config=config, local_files_only=local_only, **kwargs)
+        head = None
+        if has_mlm_head(config):
+            masked_lm = AutoModelForMaskedLM.from_pretrained(path_or_id, config=config, local_files_only=local_only)
+            encoder, head = _split_masked_lm(masked_lm, source)
+        else:
+            kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+            encoder = AutoModel.from_pretrained(path_or_id, config=config, local_files_only=local_only, **kwargs)
     except RosPromptError:
         raise
     except OSError as exc:
@@ -226,6 +254,8 @@ def load_backbone(
         raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
     name, content_hash = _identity(source, local_dir, config)
     encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
+    if head is not None:  # never quantised: it reads only one position per text
+        head.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
     precision = str(torch_dtype).removeprefix("torch.")
     if quantize == "int8":
         encoder, precision = quantize_int8(encoder), "int8"
@@ -238,4 +268,5 @@ def load_backbone(
         device=dev,
         text_prefix=_default_prefix(name),
         precision=precision,
+        mlm_head=head,
     )

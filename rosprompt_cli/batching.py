@@ -30,6 +30,12 @@ class EncodedTexts:
     def tokens(self) -> int:
         return int(self.lengths.sum())
 
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of every text, right-padded to the longest."""
+        lengths = torch.from_numpy(self.lengths)
+        width = self.input_ids.shape[1]
+        return torch.from_numpy(self.input_ids), (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()
+
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(positions, input_ids, attention_mask) per batch, shortest texts first."""
         order = np.argsort(self.lengths, kind="stable")

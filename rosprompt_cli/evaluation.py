@@ -6,11 +6,11 @@ from rosprompt_cli.labelled import LabelledData
 from rosprompt_cli.labeling import score_texts
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.scorers import Scorer
 
 
 def predict(
-    scorer: EmbeddingScorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
+    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
 ) -> list[str]:
     probs = score_texts(scorer, texts, scorer.label_vectors(label_set), batch_size)
     names = label_set.names
@@ -18,7 +18,7 @@ def predict(
 
 
 def evaluate(
-    scorer: EmbeddingScorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None
+    scorer: Scorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None
 ) -> Report:
     """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`."""
     predictions = predict(scorer, data.texts, label_set, batch_size)

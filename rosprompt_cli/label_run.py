@@ -35,7 +35,7 @@ from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
 from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.resume import RunState, value_digest
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.scorers import Scorer
 from rosprompt_cli.version import __version__
 
 ON_ERROR = ("skip", "fail")
@@ -185,7 +185,7 @@ class LabelRun:
                     f"{self.out_fmt} output cannot hold; write .jsonl or .parquet instead"
                 )
 
-    def fingerprint(self, scorer: EmbeddingScorer, label_set: LabelSet) -> dict[str, str]:
+    def fingerprint(self, scorer: Scorer, label_set: LabelSet) -> dict[str, str]:
         prompt = "none"
         if scorer.prompt is not None:
             digest = hashlib.sha256(scorer.prompt.vectors.detach().cpu().float().numpy().tobytes())
@@ -199,6 +199,7 @@ class LabelRun:
             "max_length": scorer.max_length,
             "device": str(scorer.backbone.device),
             "precision": scorer.backbone.precision,
+            "scorer": scorer.settings(),
         }
         return {
             "input": sha256_file(self.source.path),
@@ -210,13 +211,14 @@ class LabelRun:
         }
 
     def execute(
-        self, scorer: EmbeddingScorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None
+        self, scorer: Scorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None
     ) -> RunSummary:
         assert self.report is not None, "prepare() first"
         summary = self.summary
         summary.model = {
             "name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash,
             "precision": scorer.backbone.precision, "device": str(scorer.backbone.device),
+            "verbalizer": scorer.verbalizer,
         }
         summary.labels = list(label_set.names)
         state = RunState(self.target, self.fingerprint(scorer, label_set)) if self.target else None

@@ -15,7 +15,7 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.io import TableSource, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prefetch import prefetched
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.scorers import LabelVectors, Scorer
 
 
 @dataclass
@@ -50,10 +50,10 @@ def added_columns(label_names: list[str], options: LabelOptions) -> list[str]:
 
 
 def score_encoded(
-    scorer: EmbeddingScorer, encoded: EncodedTexts, label_vectors: torch.Tensor, batch_size: int | None = None
+    scorer: Scorer, encoded: EncodedTexts, label_vectors: LabelVectors, batch_size: int | None = None
 ) -> torch.Tensor:
     """Probabilities [N, L] in input order, from length-bucketed batches."""
-    probs = torch.empty(len(encoded), label_vectors.shape[0])
+    probs = torch.empty(len(encoded), scorer.label_count(label_vectors))
     for positions, input_ids, attention_mask in encoded.batches(batch_size or scorer.default_batch_size):
         logits = scorer.logits(scorer.batch_vectors(input_ids, attention_mask), label_vectors)
         probs[positions] = torch.softmax(logits, dim=-1).float().cpu()
@@ -61,7 +61,7 @@ def score_encoded(
 
 
 def score_texts(
-    scorer: EmbeddingScorer, texts: list[str], label_vectors: torch.Tensor, batch_size: int | None = None
+    scorer: Scorer, texts: list[str], label_vectors: LabelVectors, batch_size: int | None = None
 ) -> torch.Tensor:
     """Probabilities [N, L] in input order."""
     return score_encoded(scorer, scorer.encode(texts), label_vectors, batch_size)
@@ -81,7 +81,7 @@ class PreparedFrame:
     encoded: EncodedTexts  # the valid rows' texts, in row order
 
 
-def prepare_frame(frame: pl.DataFrame, scorer: EmbeddingScorer, text_col: str) -> PreparedFrame:
+def prepare_frame(frame: pl.DataFrame, scorer: Scorer, text_col: str) -> PreparedFrame:
     text = frame.get_column(text_col).cast(pl.String, strict=False)
     valid = (text.str.strip_chars(PYTHON_WHITESPACE).fill_null("") != "").to_numpy()
     texts = text.filter(pl.Series(valid)).to_list()
@@ -100,9 +100,9 @@ def _score_series(values: np.ndarray, valid: np.ndarray) -> pl.Series:
 
 def label_prepared(
     prepared: PreparedFrame,
-    scorer: EmbeddingScorer,
+    scorer: Scorer,
     label_set: LabelSet,
-    label_vectors: torch.Tensor,
+    label_vectors: LabelVectors,
     options: LabelOptions,
 ) -> pl.DataFrame:
     """The input frame, unchanged and in order, plus the prediction columns."""
@@ -139,10 +139,10 @@ def label_prepared(
 
 def label_frames(
     frames: Iterable[pl.DataFrame],
-    scorer: EmbeddingScorer,
+    scorer: Scorer,
     label_set: LabelSet,
     options: LabelOptions,
-    label_vectors: torch.Tensor | None = None,
+    label_vectors: LabelVectors | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Label a stream of frames; the next frame is read and tokenised in a thread while this one
     is scored. Closing this generator stops that thread. `label_vectors`: the label set's, if

@@ -32,6 +32,9 @@ class PromptMeta:
     text_prefix: str = ""
     label_template: str = "{}"
     temperature: float = 0.05
+    # Verbalizer settings beyond the above; the MLM verbalizer's template, neighbours, aggregate
+    # and word pieces (mlm.MlmOptions).
+    verbalizer_options: dict[str, Any] = field(default_factory=dict)
     train_labels: dict[str, list[str]] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

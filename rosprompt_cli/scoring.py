@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.batching import EncodedTexts, encode_texts
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.objective import class_vectors, group_ids
 from rosprompt_cli.prompt import SoftPrompt
@@ -34,8 +35,6 @@ def text_token_limit(backbone: Backbone, prompt_length: int, max_length: int | N
     never the prompt."""
     limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length
     if limit < 3:
-        from rosprompt_cli.errors import RosPromptError
-
         raise RosPromptError(
             f"--max-length {max_length}: leaves {limit} tokens for the text after the {prompt_length}-token "
             f"prompt; give at least {prompt_length + 3}"
@@ -64,51 +63,60 @@ def tokenize(
     )
 
 
+def prompted_hidden(
+    backbone: Backbone,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last hidden states [B, n+T, H] of `<s> P1 … Pn rest`, and the mask of the non-prompt,
+    non-padding positions [B, n+T]. Right-padded input; differentiable with respect to `prompt`."""
+    input_ids = input_ids.to(backbone.device)
+    attention_mask = attention_mask.to(backbone.device)
+    if prompt is None or prompt.shape[0] == 0:
+        hidden = backbone.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden, attention_mask
+    batch = input_ids.shape[0]
+    n = prompt.shape[0]
+    token_embeds = backbone.word_embeddings(input_ids)
+    prompt_embeds = prompt.to(token_embeds.dtype).unsqueeze(0).expand(batch, n, -1)
+    inputs_embeds = torch.cat([token_embeds[:, :1], prompt_embeds, token_embeds[:, 1:]], dim=1)
+    ones = attention_mask.new_ones(batch, n)
+    full_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+    hidden = backbone.model(inputs_embeds=inputs_embeds, attention_mask=full_mask).last_hidden_state
+    return hidden, torch.cat([attention_mask[:, :1], ones * 0, attention_mask[:, 1:]], dim=1)
+
+
 def prompted_embeddings(
     backbone: Backbone,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prompt: torch.Tensor | None,
 ) -> torch.Tensor:
-    """L2-normalised sentence vectors [B, H]; differentiable with respect to `prompt`."""
-    input_ids = input_ids.to(backbone.device)
-    attention_mask = attention_mask.to(backbone.device)
-    if prompt is None or prompt.shape[0] == 0:
-        hidden = backbone.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pool_mask = attention_mask
-    else:
-        batch = input_ids.shape[0]
-        n = prompt.shape[0]
-        token_embeds = backbone.word_embeddings(input_ids)
-        prompt_embeds = prompt.to(token_embeds.dtype).unsqueeze(0).expand(batch, n, -1)
-        inputs_embeds = torch.cat([token_embeds[:, :1], prompt_embeds, token_embeds[:, 1:]], dim=1)
-        ones = attention_mask.new_ones(batch, n)
-        full_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
-        hidden = backbone.model(inputs_embeds=inputs_embeds, attention_mask=full_mask).last_hidden_state
-        pool_mask = torch.cat([attention_mask[:, :1], ones * 0, attention_mask[:, 1:]], dim=1)
+    """L2-normalised sentence vectors [B, H]: the mean over the text positions; differentiable
+    with respect to `prompt`."""
+    hidden, pool_mask = prompted_hidden(backbone, input_ids, attention_mask, prompt)
     weights = pool_mask.unsqueeze(-1).float()
     pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return F.normalize(pooled, dim=-1)
 
 
-class EmbeddingScorer:
-    """Scores texts against a label set with the backbone and an optional soft prompt."""
+class ScorerBase:
+    """What both verbalizers share: the backbone, the optional prompt, batch placement."""
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        prompt: SoftPrompt | None = None,
-        label_template: str | None = None,
-        temperature: float | None = None,
-        max_length: int | None = None,
-    ) -> None:
+    verbalizer = ""
+
+    def __init__(self, backbone: Backbone, prompt: SoftPrompt | None = None, max_length: int | None = None) -> None:
         self.backbone = backbone
         self.prompt = prompt
         if prompt is not None:
             prompt.check_backbone(backbone.name, backbone.content_hash, backbone.hidden_size)
+            if prompt.meta.verbalizer != self.verbalizer:
+                raise RosPromptError(
+                    f"the prompt was trained with the {prompt.meta.verbalizer} verbalizer; it cannot be used with "
+                    f"--verbalizer {self.verbalizer}"
+                )
         self.text_prefix = prompt.meta.text_prefix if prompt is not None else backbone.text_prefix
-        self.label_template = label_template or (prompt.meta.label_template if prompt else DEFAULT_LABEL_TEMPLATE)
-        self.temperature = temperature or (prompt.meta.temperature if prompt else DEFAULT_TEMPERATURE)
         self.max_length = max_length
         self._prompt_vectors = prompt.vectors.to(backbone.device) if prompt is not None else None
 
@@ -119,6 +127,37 @@ class EmbeddingScorer:
     @property
     def prompt_length(self) -> int:
         return 0 if self.prompt is None else self.prompt.meta.prompt_length
+
+    def settings(self) -> dict[str, object]:
+        """What, beyond the model and prompt, decides the scores (for the resume fingerprint)."""
+        return {"verbalizer": self.verbalizer}
+
+    def to_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backbone.device.type == "cuda":  # page-locked copies overlap the transfer with compute
+            input_ids = input_ids.pin_memory().to(self.backbone.device, non_blocking=True)
+            attention_mask = attention_mask.pin_memory().to(self.backbone.device, non_blocking=True)
+        return input_ids, attention_mask
+
+
+class EmbeddingScorer(ScorerBase):
+    """Scores texts against a label set with the backbone and an optional soft prompt."""
+
+    verbalizer = "embed"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        prompt: SoftPrompt | None = None,
+        label_template: str | None = None,
+        temperature: float | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__(backbone, prompt, max_length)
+        self.label_template = label_template or (prompt.meta.label_template if prompt else DEFAULT_LABEL_TEMPLATE)
+        self.temperature = temperature or (prompt.meta.temperature if prompt else DEFAULT_TEMPERATURE)
+
+    def settings(self) -> dict[str, object]:
+        return {"verbalizer": self.verbalizer, "label_template": self.label_template, "temperature": self.temperature}
 
     @torch.inference_mode()
     def name_vectors(self, names: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -152,47 +191,11 @@ class EmbeddingScorer:
     @torch.inference_mode()
     def batch_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Prompted text vectors [B, H] of one padded batch."""
-        if self.backbone.device.type == "cuda":  # page-locked copies overlap the transfer with compute
-            input_ids = input_ids.pin_memory().to(self.backbone.device, non_blocking=True)
-            attention_mask = attention_mask.pin_memory().to(self.backbone.device, non_blocking=True)
+        input_ids, attention_mask = self.to_device(input_ids, attention_mask)
         return prompted_embeddings(self.backbone, input_ids, attention_mask, self._prompt_vectors)
+
+    def label_count(self, label_vectors: torch.Tensor) -> int:
+        return int(label_vectors.shape[0])
 
     def logits(self, text_vectors: torch.Tensor, label_vectors: torch.Tensor) -> torch.Tensor:
         return text_vectors @ label_vectors.T / self.temperature
-
-
-def build_scorer(
-    model: str | None,
-    device: str = "auto",
-    prompt_path: str | None = None,
-    use_prompt: bool = True,
-    max_length: int | None = None,
-    dtype: str = "auto",
-    quantize: str = "none",
-) -> tuple[EmbeddingScorer, str]:
-    """Load the backbone and prompt a command asked for; returns the scorer and a note saying
-    which prompt is in use.
-
-    Without --model, a given prompt's own backbone is loaded. Without --prompt, the shipped
-    default prompt is used when it belongs to the backbone, else plain zero-shot.
-    """
-    from rosprompt_cli.backbone import load_backbone
-    from rosprompt_cli.prompt import shipped_prompt_path
-
-    prompt: SoftPrompt | None = None
-    if use_prompt and prompt_path:
-        prompt = SoftPrompt.load(prompt_path)
-        backbone = load_backbone(model or prompt.meta.backbone_source, device, dtype, quantize)
-        prompt.check_backbone(backbone.name, backbone.content_hash, backbone.hidden_size, source=prompt_path)
-        note = f"prompt {prompt_path}"
-    else:
-        backbone = load_backbone(model, device, dtype, quantize)
-        shipped = shipped_prompt_path() if use_prompt else None
-        note = "no prompt (plain zero-shot)"
-        if shipped is not None:
-            candidate = SoftPrompt.load(shipped)
-            if candidate.meta.backbone_hash == backbone.content_hash:
-                prompt, note = candidate, f"shipped prompt {shipped.name}"
-            else:
-                note = "no prompt (the shipped prompt is for another backbone): plain zero-shot"
-    return EmbeddingScorer(backbone, prompt, max_length=max_length), note

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,9 @@ from rosprompt_cli.objective import (
     smoothed_targets,
     soft_cross_entropy,
 )
+from rosprompt_cli.mlm import MlmOptions, MlmScorer, mask_logits
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
+from rosprompt_cli.scorers import choose_verbalizer
 from rosprompt_cli.scoring import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE, EmbeddingScorer, prompted_embeddings, tokenize
 
 
@@ -56,6 +58,9 @@ class TrainConfig:
     # Language-centred class vectors in training (objective.class_vectors). Off: on a 30-language
     # SIB-200 dev subsample they made the prompt over-fit (protocol G 55.4 vs 62.0 with plain means).
     centre_languages: bool = False
+    # auto: mlm for a masked LM, embed for an encoder without an MLM head (scorers.choose_verbalizer)
+    verbalizer: str = "auto"
+    mlm: MlmOptions = field(default_factory=MlmOptions)
 
     def __post_init__(self) -> None:
         checks = {
@@ -104,36 +109,6 @@ def initial_prompt(backbone: Backbone, config: TrainConfig) -> torch.Tensor:
         return backbone.word_embeddings(torch.tensor(ids, device=backbone.device)).detach().float().clone()
 
 
-def _embed_encoded(backbone: Backbone, encoded: dict, prompt: torch.Tensor | None, batch_size: int = 64) -> torch.Tensor:
-    """Sentence vectors of pre-tokenised texts, batch by batch, without gradients."""
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    with torch.inference_mode():
-        vectors = torch.cat([
-            prompted_embeddings(backbone, *_trim(ids[i : i + batch_size], mask[i : i + batch_size]), prompt)
-            for i in range(0, ids.shape[0], batch_size)
-        ])
-    return vectors.clone()  # clone: usable outside inference mode
-
-
-def _loss_and_accuracy(
-    backbone: Backbone,
-    encoded: dict,
-    targets: torch.Tensor,
-    prompt: torch.Tensor,
-    label_vectors: torch.Tensor,
-    temperature: float,
-) -> tuple[float, float]:
-    logits = _embed_encoded(backbone, encoded, prompt) @ label_vectors.T / temperature
-    loss = F.cross_entropy(logits, targets).item()
-    accuracy = (logits.argmax(-1) == targets).float().mean().item()
-    return loss, accuracy
-
-
-def _encode_all(backbone: Backbone, data: LabelledData, prefix: str, config: TrainConfig) -> dict:
-    # Pad to the longest example once; batches are cut down to their own longest below.
-    return tokenize(backbone, data.texts, prefix, config.prompt_length, config.max_length)
-
-
 def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     width = int(mask.sum(1).max().item())
     return ids[:, :width], mask[:, :width]
@@ -166,18 +141,23 @@ class NamePool:
                     add(len(label_set) + k, language, name)
         return cls(texts, owner, languages)
 
+    @property
+    def n_classes(self) -> int:
+        return max(self.owner) + 1
+
 
 def _drop_close_negatives(
     pool: NamePool, name_vectors: torch.Tensor, n_train: int, groups: torch.Tensor | None, limit: float
-) -> tuple[NamePool, torch.Tensor]:
-    """Leave out the negative classes within `limit` cosine of a training class.
+) -> tuple[NamePool, list[int]]:
+    """Leave out the negative classes within `limit` cosine of a training class; returns the
+    pool left and the rows of the old pool it keeps.
 
     Closeness is measured between class vectors centred on the mean of all classes: raw sentence
     embeddings of label names are all alike (cosine ~0.95 for unrelated topics), and centring
     leaves what tells the topics apart (travel-tourism ~0.7, travel-sports ~0).
     """
     owner = torch.tensor(pool.owner, device=name_vectors.device)
-    n_classes = max(pool.owner) + 1
+    n_classes = pool.n_classes
     vectors = class_vectors(name_vectors, owner, n_classes, groups=groups)
     vectors = F.normalize(vectors - vectors.mean(0, keepdim=True), dim=-1)
     closeness = (vectors[n_train:] @ vectors[:n_train].T).max(1).values
@@ -185,44 +165,142 @@ def _drop_close_negatives(
     new_index = {c: c for c in range(n_train)} | {c: n_train + i for i, c in enumerate(kept)}
     rows = [i for i, c in enumerate(pool.owner) if c in new_index]
     filtered = NamePool([pool.texts[i] for i in rows], [new_index[pool.owner[i]] for i in rows], [pool.languages[i] for i in rows])
-    return filtered, name_vectors[rows]
+    return filtered, rows
 
 
-def _per_language_class_vectors(name_vectors: torch.Tensor, pool: NamePool, n_classes: int) -> torch.Tensor:
-    """[K, C, H]: class vectors from one label language at a time, for the languages that name
-    every class (the variance penalty compares like with like)."""
-    owner = torch.tensor(pool.owner)
+def _complete_languages(pool: NamePool, n_classes: int) -> list[torch.Tensor]:
+    """One name mask [N] per label language that names every training class: the variance
+    penalty compares like with like."""
     by_language: dict[str, set[int]] = {}
     for language, c in zip(pool.languages, pool.owner):
         if c < n_classes:
             by_language.setdefault(language, set()).add(c)
     complete = sorted(lang for lang, classes in by_language.items() if len(classes) == n_classes)
-    stacks = []
-    for language in complete:
-        keep = torch.tensor([lang == language and c < n_classes for lang, c in zip(pool.languages, pool.owner)])
-        stacks.append(class_vectors(name_vectors[keep], owner[keep], n_classes))
-    return torch.stack(stacks) if stacks else torch.empty(0)
+    return [torch.tensor([lang == language for lang in pool.languages]) for language in complete]
+
+
+class TrainingHead:
+    """What the training loop needs from a verbalizer: text features (differentiable in the
+    prompt), class logits from them with a subset of label names, and one vector per label name
+    for label-to-label similarity."""
+
+    name_vectors: torch.Tensor  # [N, H]
+    pool: NamePool
+    groups: torch.Tensor | None = None  # label-language ids, for language-centred class vectors
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C] over every class of the pool (training classes first); keep [N]: names used."""
+        raise NotImplementedError
+
+    def select(self, rows: list[int], pool: NamePool) -> None:
+        """Keep only these rows of the name pool (after open-world negatives are filtered)."""
+        raise NotImplementedError
+
+    @property
+    def owner(self) -> torch.Tensor:
+        return torch.tensor(self.pool.owner, device=self.name_vectors.device)
+
+    def class_similarity(self) -> torch.Tensor:
+        vectors = class_vectors(self.name_vectors, self.owner, self.pool.n_classes, groups=self.groups)
+        return vectors @ vectors.T
+
+
+class EmbedHead(TrainingHead):
+    """Sentence vectors of prompted texts against class vectors from label-name embeddings."""
+
+    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+        self.backbone, self.config, self.pool = backbone, config, pool
+        # Label names are embedded once, without the prompt, exactly as at inference; clone():
+        # leave inference mode so the vectors can enter the autograd graph.
+        self.name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
+        self._set_groups()
+
+    def _set_groups(self) -> None:
+        # Language-centred class vectors only if asked for (config.centre_languages).
+        centre = self.config.centre_languages and len(set(self.pool.languages)) > 1
+        self.groups = group_ids(self.pool.languages, self.name_vectors.device) if centre else None
+
+    def select(self, rows: list[int], pool: NamePool) -> None:
+        self.name_vectors, self.pool = self.name_vectors[rows], pool
+        self._set_groups()
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = tokenize(self.backbone, texts, self.backbone.text_prefix, self.config.prompt_length, self.config.max_length)
+        return enc["input_ids"], enc["attention_mask"]
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        return prompted_embeddings(self.backbone, ids, mask, prompt)
+
+    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        keep = None if keep is None else keep.to(self.name_vectors.device)
+        classes = class_vectors(self.name_vectors, self.owner, self.pool.n_classes, keep, self.groups)
+        return features @ classes.T / self.config.temperature
+
+
+class MlmHead(TrainingHead):
+    """MLM logits at the template's mask, read through the NPPrompt expansion of the label names."""
+
+    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+        self.backbone, self.config, self.pool = backbone, config, pool
+        self.scorer = MlmScorer(backbone, None, config.mlm, max_length=config.max_length)
+        self.expansion = self.scorer.expand(pool.texts, pool.owner, pool.languages, pool.n_classes)
+        self.name_vectors = self.expansion.embedding_vectors(backbone.word_embeddings.weight)
+
+    def select(self, rows: list[int], pool: NamePool) -> None:
+        e = self.expansion
+        self.expansion = replace(
+            e, token_ids=e.token_ids[rows], weights=e.weights[rows], cosines=e.cosines[rows],
+            owner=torch.tensor(pool.owner), languages=list(pool.languages), n_classes=pool.n_classes,
+        )
+        self.name_vectors, self.pool = self.name_vectors[rows], pool
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scorer.encode(texts, prompt_length=self.config.prompt_length).padded()
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        return self.expansion.word_scores(mask_logits(self.backbone, ids, mask, prompt))
+
+    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.expansion.class_scores(features, keep)
+
+
+def _features(head: TrainingHead, encoded: tuple[torch.Tensor, torch.Tensor], prompt: torch.Tensor | None,
+              batch_size: int = 64) -> torch.Tensor:
+    """Features of pre-tokenised texts, batch by batch, without gradients."""
+    ids, mask = encoded
+    with torch.inference_mode():
+        features = torch.cat([
+            head.features(*_trim(ids[i : i + batch_size], mask[i : i + batch_size]), prompt)
+            for i in range(0, ids.shape[0], batch_size)
+        ])
+    return features.clone()  # clone: usable outside inference mode
 
 
 def _penalty(
     config: TrainConfig,
+    head: TrainingHead,
     logits: torch.Tensor,
-    vectors: torch.Tensor,
+    features: torch.Tensor,
     gold: torch.Tensor,
-    classes: torch.Tensor,
-    per_language: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    language_masks: list[torch.Tensor],
     zero_shot: torch.Tensor | None,
-    idx: torch.Tensor,
+    n_train: int,
     prompt: torch.Tensor,
     init: torch.Tensor,
 ) -> torch.Tensor:
     if config.penalty == "kl":
         assert zero_shot is not None
-        return kl_to_zero_shot(logits, zero_shot[idx] @ classes.T / config.temperature)
+        return kl_to_zero_shot(logits, head.class_logits(zero_shot, keep))
     if config.penalty == "variance":
-        assert per_language is not None
-        per_language_logits = torch.einsum("bh,kch->kbc", vectors, per_language) / config.temperature
-        return language_loss_variance(per_language_logits, gold)
+        per_language = torch.stack([head.class_logits(features, m)[:, :n_train] for m in language_masks])
+        return language_loss_variance(per_language, gold)
     if config.penalty == "l2":
         return l2_to_init(prompt, init)
     return logits.new_zeros(())
@@ -256,36 +334,28 @@ def train_prompt(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    # Label names are embedded once, without the prompt, exactly as at inference.
+    verbalizer = choose_verbalizer(config.verbalizer, backbone)
     pool = NamePool.build(label_set, extra_names, negatives)
-    # clone(): leave inference mode so the vectors can enter the autograd graph
-    name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
+    head: TrainingHead = MlmHead(backbone, config, pool) if verbalizer == "mlm" else EmbedHead(backbone, config, pool)
     n_train_classes = len(label_set)
-    # Language-centred class vectors only if asked for (config.centre_languages).
-    centre = config.centre_languages and len(set(pool.languages)) > 1
     if negatives:
-        groups = group_ids(pool.languages, name_vectors.device) if centre else None
-        pool, name_vectors = _drop_close_negatives(pool, name_vectors, n_train_classes, groups, config.negative_max_similarity)
-    owner = torch.tensor(pool.owner, device=name_vectors.device)
-    n_classes = max(pool.owner) + 1
-    groups = group_ids(pool.languages, owner.device) if centre else None
-    all_classes = class_vectors(name_vectors, owner, n_classes, groups=groups)
-    label_vectors = all_classes[:n_train_classes]  # dev selection: training classes, all names
-    similarity = all_classes @ all_classes.T
-    per_language = None
+        pool, rows = _drop_close_negatives(pool, head.name_vectors, n_train_classes, head.groups, config.negative_max_similarity)
+        head.select(rows, pool)
+    n_classes = pool.n_classes
+    similarity = head.class_similarity()
+    language_masks: list[torch.Tensor] = []
     if config.penalty == "variance" and config.penalty_weight > 0:
-        per_language = _per_language_class_vectors(name_vectors, pool, n_train_classes)
-        if per_language.shape[0] < 2:
+        language_masks = _complete_languages(pool, n_train_classes)
+        if len(language_masks) < 2:
             raise RosPromptError("--penalty variance needs label names in at least two languages for every class")
-    prefix = backbone.text_prefix
 
-    enc = _encode_all(backbone, train, prefix, config)
+    enc = head.encode(train.texts)
     targets = torch.tensor([index[y] for y in train.labels], device=backbone.device)
-    dev_enc = _encode_all(backbone, dev, prefix, config) if dev else None
+    dev_enc = head.encode(dev.texts) if dev else None
     dev_targets = torch.tensor([index[y] for y in dev.labels], device=backbone.device) if dev else None
 
     # The KL penalty compares with the backbone's own (prompt-free) view of each training text.
-    zero_shot = _embed_encoded(backbone, enc, None) if config.penalty == "kl" else None
+    zero_shot = _features(head, enc, None) if config.penalty == "kl" else None
 
     init = initial_prompt(backbone, config)
     prompt = torch.nn.Parameter(init.clone())
@@ -309,22 +379,22 @@ def train_prompt(
         epoch_loss = 0.0
         for start in range(0, len(train), config.batch_size):
             idx = order[start : start + config.batch_size]
-            ids, mask = _trim(enc["input_ids"][idx], enc["attention_mask"][idx])
-            vectors = prompted_embeddings(backbone, ids, mask, prompt)
+            features = head.features(*_trim(enc[0][idx], enc[1][idx]), prompt)
             gold = targets[idx.to(targets.device)]
-            classes = all_classes
+            keep = None
             if config.language_keep < 1.0:
-                keep = language_dropout_mask(pool.languages, config.language_keep, generator).to(owner.device)
-                classes = class_vectors(name_vectors, owner, n_classes, keep, groups)
-            logits = vectors @ classes.T / config.temperature
+                keep = language_dropout_mask(pool.languages, config.language_keep, generator)
+            logits = head.class_logits(features, keep)
             if config.smoothing > 0:
                 q = smoothed_targets(gold, similarity, config.smoothing, n_targets=n_train_classes)
             else:
                 q = F.one_hot(gold, n_classes).float()
             loss = soft_cross_entropy(logits, q)
             if config.penalty_weight > 0:
+                zero_shot_batch = zero_shot[idx.to(zero_shot.device)] if zero_shot is not None else None
                 loss = loss + config.penalty_weight * _penalty(
-                    config, logits, vectors, gold, classes, per_language, zero_shot, idx, prompt, init
+                    config, head, logits, features, gold, keep, language_masks, zero_shot_batch, n_train_classes,
+                    prompt, init,
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -333,9 +403,10 @@ def train_prompt(
             epoch_loss += loss.item() * len(idx)
         log = EpochLog(epoch, epoch_loss / len(train), None, None)
         if dev_enc is not None:
-            log.dev_loss, log.dev_accuracy = _loss_and_accuracy(
-                backbone, dev_enc, dev_targets, prompt.detach(), label_vectors, config.temperature
-            )
+            # dev selection: the training classes, all their names
+            dev_logits = head.class_logits(_features(head, dev_enc, prompt.detach()))[:, :n_train_classes]
+            log.dev_loss = F.cross_entropy(dev_logits, dev_targets).item()
+            log.dev_accuracy = (dev_logits.argmax(-1) == dev_targets).float().mean().item()
             if log.dev_loss < best_dev_loss:
                 best_dev_loss = log.dev_loss
                 best_vectors = prompt.detach().clone()
@@ -364,12 +435,13 @@ def train_prompt(
         hidden_size=backbone.hidden_size,
         prompt_length=config.prompt_length,
         backbone_source=backbone.source,
-        verbalizer="embed",
-        text_prefix=prefix,
+        verbalizer=verbalizer,
+        verbalizer_options=asdict(config.mlm) if verbalizer == "mlm" else {},
+        text_prefix=backbone.text_prefix,
         label_template=config.label_template,
-        temperature=config.temperature,
+        temperature=config.temperature if verbalizer == "embed" else 1.0,
         train_labels=label_set.as_dict(),
-        hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature")},
+        hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature", "mlm")},
         metrics=metrics,
     )
     return SoftPrompt(best_vectors.cpu(), meta)

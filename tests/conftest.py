@@ -65,3 +65,30 @@ def backbone(rosprompt_home: Path):
     from rosprompt_cli.backbone import load_backbone
 
     return load_backbone(None, "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm_dir(rosprompt_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small XLMRobertaForMaskedLM (2 layers, hidden 32, random weights, fixed seed) with the
+    bundled model's real tokenizer, saved with save_pretrained: a masked LM as a hub user would
+    pass it to --model, without hub access."""
+    import shutil
+
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    from rosprompt_cli.backbone import load_tokenizer
+    from rosprompt_cli.bundled import bundled_model_dir
+
+    source = bundled_model_dir()
+    tokenizer = load_tokenizer(str(source), True)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2,
+    )
+    out = tmp_path_factory.mktemp("tiny-xlmr-mlm")
+    XLMRobertaForMaskedLM(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, out / name)
+    return out

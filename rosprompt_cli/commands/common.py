@@ -100,6 +100,58 @@ Split = Annotated[
 ]
 
 
+Verbalizer = Annotated[
+    str,
+    typer.Option(
+        "--verbalizer",
+        help="How labels are read from the model: mlm (the MLM logits at a <mask>, label words expanded "
+        "NPPrompt-style; for masked LMs such as xlm-roberta-base), embed (cosine to label-name embeddings; for "
+        "sentence encoders such as the bundled e5), or auto (a prompt's own; else mlm for a model with an MLM "
+        "head, embed otherwise).",
+    ),
+]
+MlmTemplate = Annotated[
+    str | None,
+    typer.Option(
+        "--mlm-template",
+        help="MLM verbalizer: the text around the input, with {mask} and {text}. Default: the prompt's, else "
+        "'A {mask} news: {text}' (NPPrompt's).",
+        show_default=False,
+    ),
+]
+Neighbours = Annotated[
+    int | None,
+    typer.Option(
+        "--neighbours",
+        help="MLM verbalizer: each label word is expanded to its K nearest vocabulary tokens (cosine of input "
+        "embeddings), weighted by the softmax of those cosines. Default: the prompt's, else 12.",
+        show_default=False,
+    ),
+]
+Aggregate = Annotated[
+    str | None,
+    typer.Option(
+        "--aggregate",
+        help="MLM verbalizer: a label's score over its words (all names, all languages): max or mean. "
+        "Default: the prompt's, else max.",
+        show_default=False,
+    ),
+]
+WordPieces = Annotated[
+    str | None,
+    typer.Option(
+        "--word-pieces",
+        help="MLM verbalizer: a label word of several tokens is looked up by its first piece (NPPrompt's "
+        "choice) or the mean of its pieces. Default: the prompt's, else first.",
+        show_default=False,
+    ),
+]
+
+
+def mlm_options(template: str | None, neighbours: int | None, aggregate: str | None, word_pieces: str | None) -> dict:
+    return {"template": template, "neighbours": neighbours, "aggregate": aggregate, "word_pieces": word_pieces}
+
+
 def info(message: str) -> None:
     stderr.print(f"[dim]rosprompt:[/dim] {escape(message)}")
 

@@ -16,7 +16,7 @@ from rosprompt_cli.evaluation import evaluate as run_evaluation
 from rosprompt_cli.labelled import load_labelled
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.metrics import Report
-from rosprompt_cli.scoring import build_scorer
+from rosprompt_cli.scorers import build_scorer
 
 HELP = (
     "Evaluate on gold-labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]); "
@@ -79,6 +79,11 @@ def evaluate(
     max_length: common.MaxLength = None,
     dtype: common.Dtype = "auto",
     quantize: common.Quantize = "none",
+    verbalizer: common.Verbalizer = "auto",
+    mlm_template: common.MlmTemplate = None,
+    neighbours: common.Neighbours = None,
+    aggregate: common.Aggregate = None,
+    word_pieces: common.WordPieces = None,
 ) -> None:
     data = load_labelled(input, text_col, label_col, lang_col, fmt, split, default_splits=("test", "validation", "dev"))
     label_set = resolve_label_set(labels, labels_file, fallback=sorted(data.label_names()))
@@ -87,7 +92,8 @@ def evaluate(
         raise RosPromptError(
             f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
         )
-    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length, dtype, quantize)
+    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length, dtype, quantize, verbalizer,
+                                common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
     label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
     note += lexicon_note
     common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}, {len(label_set)} labels, {len(data):,} rows")

@@ -17,7 +17,7 @@ from rosprompt_cli.label_run import LabelRun, RunRequest, describe_rejects
 from rosprompt_cli.labeling import LabelOptions
 from rosprompt_cli.labels import LabelSet, resolve_label_set
 from rosprompt_cli.output import STDIO
-from rosprompt_cli.scoring import EmbeddingScorer, build_scorer
+from rosprompt_cli.scorers import Scorer, build_scorer, check_choices
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
@@ -84,11 +84,18 @@ def label(
     max_length: common.MaxLength = None,
     dtype: common.Dtype = "auto",
     quantize: common.Quantize = "none",
+    verbalizer: common.Verbalizer = "auto",
+    mlm_template: common.MlmTemplate = None,
+    neighbours: common.Neighbours = None,
+    aggregate: common.Aggregate = None,
+    word_pieces: common.WordPieces = None,
 ) -> None:
     if summary_path and not Path(summary_path).resolve().parent.is_dir():
         raise RosPromptError(f"--summary {summary_path}: folder {Path(summary_path).parent} does not exist")
     label_set = resolve_label_set(labels, labels_file)
-    check_placement(device, dtype, quantize)  # before the input pre-pass, which may take a while
+    # before the input pre-pass, which may take a while
+    check_placement(device, dtype, quantize)
+    check_choices(verbalizer, common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
     options = LabelOptions(
         text_col=text_col,
         batch_size=batch_size,
@@ -105,7 +112,8 @@ def label(
     )
     with LabelRun(request, options, list(label_set.names)) as run:
         try:
-            load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize)
+            load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize,
+                                  verbalizer, common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
             _run(run, label_set, load_scorer, lexicon)
         except (RosPromptError, Interrupted, Exception) as exc:
             if summary_path:
@@ -120,7 +128,7 @@ def label(
 
 
 def _run(
-    run: LabelRun, label_set: LabelSet, load_scorer: Callable[[], tuple[EmbeddingScorer, str]], lexicon: bool | None
+    run: LabelRun, label_set: LabelSet, load_scorer: Callable[[], tuple[Scorer, str]], lexicon: bool | None
 ) -> None:
     """Check the input first (no model needed), then load the model and label."""
     report = run.prepare()

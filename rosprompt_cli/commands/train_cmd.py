@@ -13,6 +13,8 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labelled import load_labelled
 from rosprompt_cli.labels import GIVEN, resolve_label_set
 from rosprompt_cli.lexicon import names_by_language, open_world_negatives
+from rosprompt_cli.mlm import MlmOptions
+from rosprompt_cli.scorers import check_choices, choose_verbalizer, refuse_mlm_options
 from rosprompt_cli.training import ROSPROMPT_DEFAULTS, EpochLog, TrainConfig, train_prompt
 
 HELP = (
@@ -70,16 +72,24 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing prompt file.")] = False,
     model: common.Model = None,
     device: common.Device = "auto",
+    verbalizer: common.Verbalizer = "auto",
+    mlm_template: common.MlmTemplate = None,
+    neighbours: common.Neighbours = None,
+    aggregate: common.Aggregate = None,
+    word_pieces: common.WordPieces = None,
 ) -> None:
     if Path(out).exists() and not force:
         raise RosPromptError(f"{out}: prompt file exists; pass --force to overwrite it")
     if shots is not None and shots < 1:
         raise RosPromptError("--shots must be at least 1")
+    given_mlm_options = common.mlm_options(mlm_template, neighbours, aggregate, word_pieces)
+    check_choices(verbalizer, given_mlm_options)
     config = TrainConfig(
         prompt_length=prompt_len, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         max_length=max_length, label_template=label_template, language_keep=language_keep,
         smoothing=smoothing, penalty=penalty, penalty_weight=penalty_weight,
-        negative_max_similarity=negative_max_similarity,
+        negative_max_similarity=negative_max_similarity, verbalizer=verbalizer,
+        mlm=MlmOptions().with_overrides(**given_mlm_options),
     )
     data = load_labelled(input, text_col, label_col, None, fmt, split)
     if shots is not None:
@@ -87,7 +97,13 @@ def train(
     dev_data = load_labelled(dev, text_col, label_col, None, None, None, ("validation", "dev", "test")) if dev else None
     label_set = resolve_label_set(None, labels_file, fallback=sorted(data.label_names()))
     backbone = load_backbone(model, device, dtype="float32")  # gradients through the frozen model in full precision
-    common.info(f"training a {prompt_len}-vector prompt for {backbone.name} on {len(data)} examples, {len(label_set)} labels")
+    chosen = choose_verbalizer(verbalizer, backbone)
+    if chosen == "embed":
+        refuse_mlm_options(given_mlm_options)
+    common.info(
+        f"training a {prompt_len}-vector prompt for {backbone.name} ({chosen} verbalizer) on {len(data)} examples, "
+        f"{len(label_set)} labels"
+    )
 
     def report(log: EpochLog) -> None:
         dev_part = f", dev loss {log.dev_loss:.4f}, dev acc {log.dev_accuracy:.3f}" if log.dev_loss is not None else ""
