@@ -3,12 +3,13 @@
 1. Expansion build time for 200 labels over a ~250k vocabulary, on two embedding matrices:
    the bundled e5's real one (250,037 x 384) and one shaped like xlm-roberta-base's
    (250,002 x 768, random values: the cost of a matrix product and a top-k does not depend on
-   them). Labels are named once each ("one name"), or with lexicon names in up to ~40 languages
-   ("lexicon names").
+   them). 200 labels: the lexicon's 50 topics and 150 "topic in region" labels, named once each
+   ("one name"), or the 50 topics also by their lexicon names in ~40 languages ("lexicon names").
 2. Per-batch overhead against the bare forward pass, on a masked LM shaped like
    xlm-roberta-base (12 layers, hidden 768, random weights; speed does not depend on them):
    bare = the encoder over the templated batches; mlm = the same batches through the MLM
-   verbalizer (encoder, head at the mask only, word and class scores) for 7 and 200 labels.
+   verbalizer (encoder, head transform at the mask only, word scores through the decoder rows
+   folded into the expansion, class scores) for 7 and 200 labels.
    Timings are interleaved over --repeats rounds; the ratio of medians is reported.
 
     python bench/mlm_overhead.py --texts 400 --repeats 3
@@ -108,7 +109,7 @@ def main() -> None:
     bundled = load_backbone(None, "cpu")
     from rosprompt_cli.bundled import bundled_model_dir
 
-    names200 = label_names(200)
+    names200 = label_names(50) + label_names(150)  # the 50 lexicon topics, then 150 topics per region
     one_name = LabelSet.from_names(names200)
     with_lexicon = expand(one_name)
     results: dict = {"expansion": []}

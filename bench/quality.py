@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -37,7 +37,9 @@ from rosprompt_cli import LabelSet, LabelledData, load_backbone
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.lexicon import expand, names_by_language, open_world_negatives
 from rosprompt_cli.metrics import accuracy, macro_f1
-from rosprompt_cli.scoring import EmbeddingScorer, prompted_embeddings, tokenize
+from rosprompt_cli.mlm import MlmScorer, mask_features
+from rosprompt_cli.scorers import make_scorer
+from rosprompt_cli.scoring import prompted_embeddings, tokenize
 from rosprompt_cli.training import TrainConfig, train_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +59,13 @@ class System:
     ablation: bool = False  # an ingredient removed (run only in the protocols given to --ablate)
 
 
-def systems(base: TrainConfig, ros: TrainConfig) -> list[System]:
+def systems(base: TrainConfig, ros: TrainConfig, masked_lm: bool = False) -> list[System]:
     plain = replace(base, language_keep=1.0, smoothing=0.0, penalty="none", penalty_weight=0.0)
+    # With a masked LM, no prompt is NPPrompt: the MLM verbalizer with the plain template.
+    zero_shot = "NPPrompt" if masked_lm else "no prompt"
     return [
-        System("no prompt", None, False, False),
-        System("no prompt + lexicon", None, False, False, inference_lexicon=True),
+        System(zero_shot, None, False, False),
+        System(f"{zero_shot} + lexicon", None, False, False, inference_lexicon=True),
         System("standard SPT", plain, False, False),
         System("RoSPrompt", ros, True, False),
         System("- multilingual labels", replace(ros, language_keep=1.0, penalty=_no_variance(ros)), False, False, ablation=True),
@@ -91,19 +95,25 @@ class EvalSet:
     encoded: dict | None = None
 
     def prepare(self, backbone: Backbone, prompt_length: int, batch_size: int = 64) -> None:
-        self.encoded = tokenize(backbone, self.texts, backbone.text_prefix, prompt_length, 256)
+        if backbone.mlm_head is not None:
+            ids, mask = MlmScorer(backbone, max_length=256).encode(self.texts, prompt_length=prompt_length).padded()
+            self.encoded = {"input_ids": ids, "attention_mask": mask}
+        else:
+            self.encoded = tokenize(backbone, self.texts, backbone.text_prefix, prompt_length, 256)
         lengths = self.encoded["attention_mask"].sum(1)
         order = torch.argsort(lengths, stable=True)
         self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
     @torch.inference_mode()
     def vectors(self, backbone: Backbone, prompt: torch.Tensor | None) -> torch.Tensor:
+        """Sentence vectors (embed), or the MLM decoder's input at the mask (mlm), [N, H]."""
         assert self.encoded is not None
         ids, mask = self.encoded["input_ids"], self.encoded["attention_mask"]
+        features = mask_features if backbone.mlm_head is not None else prompted_embeddings
         out = torch.empty(len(self.texts), backbone.hidden_size)
         for idx in self.batches:
             width = int(mask[idx].sum(1).max())
-            out[idx] = prompted_embeddings(backbone, ids[idx, :width], mask[idx, :width], prompt).cpu()
+            out[idx] = features(backbone, ids[idx, :width], mask[idx, :width], prompt).cpu()
         return out
 
 
@@ -163,19 +173,22 @@ class LabelVectors:
     """Class vectors per (label set, English-only or lexicon), computed once without the prompt."""
 
     def __init__(self, backbone: Backbone) -> None:
-        self.scorer = EmbeddingScorer(backbone)
-        self.cache: dict[tuple[tuple[str, ...], bool], torch.Tensor] = {}
+        self.scorer = make_scorer(backbone)  # the backbone's own verbalizer
+        self.cache: dict[tuple[tuple[str, ...], bool], object] = {}
 
-    def get(self, labels: LabelSet, multilingual: bool) -> torch.Tensor:
+    def get(self, labels: LabelSet, multilingual: bool) -> object:
         key = (tuple(labels.names), multilingual)
         if key not in self.cache:
-            self.cache[key] = self.scorer.label_vectors(expand(labels) if multilingual else labels).cpu()
+            self.cache[key] = self.scorer.label_vectors(expand(labels) if multilingual else labels)
         return self.cache[key]
 
+    def logits(self, text_vectors: torch.Tensor, label_vectors: object) -> torch.Tensor:
+        return self.scorer.logits(text_vectors, label_vectors)
 
-def score(evalset: EvalSet, text_vectors: torch.Tensor, label_vectors: torch.Tensor) -> dict[str, dict[str, float]]:
+
+def score(evalset: EvalSet, logits: torch.Tensor) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 per language."""
-    predicted = (text_vectors @ label_vectors.T).argmax(-1).tolist()
+    predicted = logits.argmax(-1).tolist()
     names = evalset.labels.names
     by_language: dict[str, list[int]] = defaultdict(list)
     for i, lang in enumerate(evalset.languages):
@@ -236,14 +249,16 @@ def main() -> None:
     parser.add_argument("--penalty", default="kl")
     parser.add_argument("--penalty-weight", type=float, default=1.0)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "quality"))
+    parser.add_argument("--model", default=None, help="backbone (default: bundled); a masked LM runs with the MLM "
+                        "verbalizer, and its prompt-free rows are NPPrompt")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    backbone = load_backbone(None, "cpu")
+    backbone = load_backbone(args.model, "cpu")
     base = TrainConfig(epochs=args.epochs, lr=args.lr, max_length=128)
     ros = replace(base, language_keep=args.language_keep, smoothing=args.smoothing, penalty=args.penalty,
                   penalty_weight=args.penalty_weight)
-    chosen = systems(base, ros)
+    chosen = systems(base, ros, masked_lm=backbone.mlm_head is not None)
     if args.systems != "all":
         wanted = set(args.systems.split(","))
         chosen = [s for s in chosen if s.name in wanted]
@@ -287,7 +302,8 @@ def main() -> None:
                     prompt = trained.vectors
                 for evalset in evalsets:
                     vectors = plain_vectors[evalset.name] if prompt is None else evalset.vectors(backbone, prompt)
-                    runs[evalset.name].append(score(evalset, vectors, label_vectors.get(evalset.labels, system.inference_lexicon)))
+                    logits = label_vectors.logits(vectors, label_vectors.get(evalset.labels, system.inference_lexicon))
+                    runs[evalset.name].append(score(evalset, logits))
                 mean_acc = statistics.fmean(m["accuracy"] for m in runs["sib200"][-1].values())
                 log(f"{protocol} {system.name} seed {seed}: SIB-200 acc {mean_acc:.4f}, eng_14 acc "
                     f"{runs['eng_14'][-1]['eng_Latn']['accuracy']:.4f} ({time.perf_counter() - started:.0f}s)")
@@ -322,9 +338,10 @@ def write_report(args, results, chosen, languages, seeds, protocols, train_secon
             }
     payload = {
         "command": command, "commit": commit + ("+dirty" if dirty else ""), "backbone": backbone.name,
+        "verbalizer": "mlm" if backbone.mlm_head is not None else "embed",
         "seeds": seeds, "per_language_rows": args.per_language, "languages": len(languages),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "systems": {s.name: {"train": None if s.config is None else {k: v for k, v in vars(s.config).items()},
+        "systems": {s.name: {"train": None if s.config is None else asdict(s.config),
                              "multilingual": s.multilingual, "negatives": s.negatives,
                              "inference_lexicon": s.inference_lexicon} for s in chosen},
         "train_seconds_mean": {p: round(statistics.fmean(v), 1) for p, v in train_seconds.items() if v},
@@ -346,7 +363,7 @@ def render_markdown(payload: dict, group_langs: dict[str, list[str]]) -> str:
         "# SIB-200 dev quality benchmark (protocols X and G of method.md)",
         "",
         f"Command: `{payload['command']}` at commit `{payload['commit']}`; backbone {payload['backbone']} "
-        f"(bundled); seeds {payload['seeds']}; {payload['per_language_rows'] or 'all'} dev rows per language "
+        f"({payload.get('verbalizer', 'embed')} verbalizer); seeds {payload['seeds']}; {payload['per_language_rows'] or 'all'} dev rows per language "
         f"(fixed seeded subsample, the same rows for every system), {payload['languages']} languages; "
         f"{payload['seconds'] / 60:.1f} min on a 2-core CPU. Dev splits only: no test data was used. "
         "Figures are percentages, mean ± std over seeds (the prompt-free systems are deterministic).",
@@ -377,7 +394,9 @@ def render_markdown(payload: dict, group_langs: dict[str, list[str]]) -> str:
                 lines.append(f"| {fam.removeprefix('family: ')} | {len(group_langs[fam])} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
-        "Systems: *no prompt* = the backbone's own sentence embeddings against English label names "
+        "Systems: *NPPrompt* (masked LMs) = no prompt, the MLM verbalizer with the template 'A {mask} news: "
+        "{text}' and each label name expanded to its 12 nearest tokens; "
+        "*no prompt* = the backbone's own sentence embeddings against English label names "
         "(\"This text is about {label}\"); *+ lexicon* = language-centred label vectors over the label's names "
         "in the built-in lexicon (~40 languages); *standard SPT* = soft prompt trained with cross-entropy on "
         "English names only; *RoSPrompt* = multilingual label names from the lexicon with label-language "

@@ -33,7 +33,7 @@ class Backbone:
     precision: str = "float32"  # float32, float16, bfloat16 or int8 (dynamic, linear layers)
     # The masked-LM head (hidden state -> vocabulary logits) of a masked LM; None for encoders
     # without one (sentence encoders such as the bundled e5).
-    mlm_head: torch.nn.Module | None = None
+    mlm_head: MaskedLmHead | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -200,16 +200,46 @@ def has_mlm_head(config: object) -> bool:
     return any(str(a).endswith(_MLM_ARCHITECTURES) for a in (getattr(config, "architectures", None) or []))
 
 
-def _split_masked_lm(model: torch.nn.Module, source: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+class MaskedLmHead(torch.nn.Module):
+    """A masked LM's head split in two: `forward` is its transform (hidden state -> the vector the
+    decoder reads, [B, H]) and `decoder` the vocabulary projection. Scores of a few label tokens
+    are then dot products with their decoder rows: the full [B, V] logits, a 250k x H product per
+    text, are never needed to label."""
+
+    def __init__(self, transform: torch.nn.Module, decoder: torch.nn.Linear) -> None:
+        super().__init__()
+        self.transform = transform
+        self.decoder = decoder
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.transform(hidden)
+
+    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden))
+
+    @property
+    def decoder_bias(self) -> torch.Tensor:
+        bias = self.decoder.bias
+        return bias if bias is not None else self.decoder.weight.new_zeros(self.decoder.weight.shape[0])
+
+
+def _split_masked_lm(model: torch.nn.Module, source: str) -> tuple[torch.nn.Module, MaskedLmHead]:
     """A *ForMaskedLM model as (encoder, head): the head is then run on mask positions only."""
     prefix = model.base_model_prefix
     heads = [module for name, module in model.named_children() if name != prefix]
-    if len(heads) != 1:
-        raise RosPromptError(
-            f"--model {source}: its masked-LM head is split over {len(heads)} modules, which rosprompt does not "
-            f"support; use --verbalizer embed"
-        )
-    return getattr(model, prefix), heads[0]
+    decoder = model.get_output_embeddings()
+    unsupported = RosPromptError(
+        f"--model {source}: rosprompt cannot split this model's masked-LM head into transform and decoder; "
+        f"use --verbalizer embed"
+    )
+    if len(heads) != 1 or not isinstance(decoder, torch.nn.Linear):
+        raise unsupported
+    model.set_output_embeddings(torch.nn.Identity())  # the head now ends at the decoder's input
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        if heads[0](torch.zeros(1, hidden)).shape != (1, hidden):
+            raise unsupported
+    return getattr(model, prefix), MaskedLmHead(heads[0], decoder)
 
 
 def load_backbone(

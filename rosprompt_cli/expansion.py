@@ -39,6 +39,37 @@ class WordExpansion:
     languages: list[str]
     n_classes: int
     aggregate: str = "max"
+    # Σ weight · decoder row [W, H] and Σ weight · decoder bias [W] of each word (attach_decoder)
+    decoder_vectors: torch.Tensor | None = None
+    decoder_biases: torch.Tensor | None = None
+
+    def attach_decoder(self, weight: torch.Tensor, bias: torch.Tensor) -> WordExpansion:
+        """Fold the MLM decoder into the expansion. A logit is decoder_row · x + bias, so a word's
+        weighted sum of its neighbours' logits equals (Σ w · row) · x + Σ w · bias: scoring then
+        needs the decoder's input x at the mask, not the logits over the whole vocabulary."""
+        ids = self.token_ids.to(weight.device)
+        w = self.weights.to(weight.device)
+        rows = weight.detach().float()[ids.reshape(-1)].view(*ids.shape, -1)
+        self.decoder_vectors = (rows * w.unsqueeze(-1)).sum(1)
+        self.decoder_biases = (bias.detach().float()[ids] * w).sum(1)
+        return self
+
+    def scores_at_mask(self, decoder_inputs: torch.Tensor) -> torch.Tensor:
+        """[B, H] decoder inputs at the mask -> [B, W] word scores; equal to
+        word_scores(decoder(decoder_inputs)) (see attach_decoder)."""
+        assert self.decoder_vectors is not None and self.decoder_biases is not None, "attach_decoder first"
+        vectors = self.decoder_vectors.to(decoder_inputs.device)
+        return decoder_inputs.float() @ vectors.T + self.decoder_biases.to(decoder_inputs.device)
+
+    def subset(self, rows: list[int], owner: list[int], languages: list[str], n_classes: int) -> WordExpansion:
+        """Only these words (rows), with new class indices."""
+        pick = torch.tensor(rows, dtype=torch.long)
+        return WordExpansion(
+            self.token_ids[pick], self.weights[pick], self.cosines[pick], torch.tensor(owner, dtype=torch.long),
+            list(languages), n_classes, self.aggregate,
+            None if self.decoder_vectors is None else self.decoder_vectors[pick.to(self.decoder_vectors.device)],
+            None if self.decoder_biases is None else self.decoder_biases[pick.to(self.decoder_biases.device)],
+        )
 
     def word_scores(self, vocab_logits: torch.Tensor) -> torch.Tensor:
         """[B, V] MLM logits at the mask -> [B, W]: Σ weight · logit over each word's neighbours."""

@@ -152,11 +152,11 @@ def mask_positions(input_ids: torch.Tensor, mask_id: int) -> torch.Tensor:
     return is_mask.int().argmax(dim=1)
 
 
-def mask_logits(
+def mask_features(
     backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: torch.Tensor | None
 ) -> torch.Tensor:
-    """MLM logits over the vocabulary at each row's mask [B, V]; differentiable with respect to
-    `prompt`. The head runs on the B mask positions only, not on every position."""
+    """What the MLM decoder reads at each row's mask [B, H] (the head's transform of the hidden
+    state there); differentiable with respect to `prompt`. Any padding side."""
     require_mlm_head(backbone)
     input_ids, attention_mask = right_aligned(input_ids, attention_mask)
     positions = mask_positions(input_ids, backbone.tokenizer.mask_token_id)  # type: ignore[attr-defined]
@@ -165,6 +165,15 @@ def mask_logits(
     positions = (positions + n * (positions > 0).long()).to(hidden.device)  # the prompt sits after column 0
     at_mask = hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
     return backbone.mlm_head(at_mask).float()
+
+
+def mask_logits(
+    backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: torch.Tensor | None
+) -> torch.Tensor:
+    """MLM logits over the whole vocabulary at each row's mask [B, V] (the reference that the
+    scorer's shortcut through WordExpansion.attach_decoder must equal)."""
+    features = mask_features(backbone, input_ids, attention_mask, prompt)
+    return backbone.mlm_head.decoder(features.to(backbone.mlm_head.decoder.weight.dtype)).float()
 
 
 def excluded_tokens(tokenizer: object, vocab_rows: int) -> list[int]:
@@ -228,9 +237,9 @@ class MlmScorer(ScorerBase):
 
     @torch.inference_mode()
     def batch_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The vocabulary logits at the mask [B, V] of one padded batch."""
+        """The MLM decoder's input at the mask [B, H] of one padded batch (mask_features)."""
         input_ids, attention_mask = self.to_device(input_ids, attention_mask)
-        return mask_logits(self.backbone, input_ids, attention_mask, self._prompt_vectors)
+        return mask_features(self.backbone, input_ids, attention_mask, self._prompt_vectors)
 
     @torch.inference_mode()
     def label_vectors(self, label_set: LabelSet) -> WordExpansion:
@@ -243,14 +252,17 @@ class MlmScorer(ScorerBase):
 
     def expand(self, words: Sequence[str], owner: Sequence[int], languages: Sequence[str], n_classes: int) -> WordExpansion:
         embeddings = self.backbone.word_embeddings.weight
-        return expand_words(
+        head = self.backbone.mlm_head
+        assert head is not None
+        expansion = expand_words(
             self.backbone.tokenizer, embeddings, words, owner, languages, n_classes,
             k=self.options.neighbours, pieces=self.options.word_pieces, aggregate=self.options.aggregate,
             excluded=excluded_tokens(self.backbone.tokenizer, embeddings.shape[0]),
         )
+        return expansion.attach_decoder(head.decoder.weight, head.decoder_bias)
 
     def label_count(self, expansion: WordExpansion) -> int:
         return expansion.n_classes
 
-    def logits(self, vocab_logits: torch.Tensor, expansion: WordExpansion) -> torch.Tensor:
-        return expansion.class_scores(expansion.word_scores(vocab_logits))
+    def logits(self, mask_vectors: torch.Tensor, expansion: WordExpansion) -> torch.Tensor:
+        return expansion.class_scores(expansion.scores_at_mask(mask_vectors))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from rosprompt_cli.objective import (
     smoothed_targets,
     soft_cross_entropy,
 )
-from rosprompt_cli.mlm import MlmOptions, MlmScorer, mask_logits
+from rosprompt_cli.mlm import MlmOptions, MlmScorer, mask_features
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.scorers import choose_verbalizer
 from rosprompt_cli.scoring import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE, EmbeddingScorer, prompted_embeddings, tokenize
@@ -253,18 +253,14 @@ class MlmHead(TrainingHead):
         self.name_vectors = self.expansion.embedding_vectors(backbone.word_embeddings.weight)
 
     def select(self, rows: list[int], pool: NamePool) -> None:
-        e = self.expansion
-        self.expansion = replace(
-            e, token_ids=e.token_ids[rows], weights=e.weights[rows], cosines=e.cosines[rows],
-            owner=torch.tensor(pool.owner), languages=list(pool.languages), n_classes=pool.n_classes,
-        )
+        self.expansion = self.expansion.subset(rows, pool.owner, pool.languages, pool.n_classes)
         self.name_vectors, self.pool = self.name_vectors[rows], pool
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scorer.encode(texts, prompt_length=self.config.prompt_length).padded()
 
     def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        return self.expansion.word_scores(mask_logits(self.backbone, ids, mask, prompt))
+        return self.expansion.scores_at_mask(mask_features(self.backbone, ids, mask, prompt))
 
     def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         return self.expansion.class_scores(features, keep)

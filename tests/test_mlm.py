@@ -111,6 +111,19 @@ def test_scores_do_not_depend_on_batch_padding_or_side(mlm_backbone):
     assert torch.allclose(left, right, atol=1e-5)
 
 
+def test_the_decoder_shortcut_equals_the_full_vocabulary_logits(mlm_backbone):
+    from rosprompt_cli.labels import LabelSet
+    from rosprompt_cli.lexicon import expand
+    from rosprompt_cli.mlm import MlmScorer, mask_logits
+
+    scorer = MlmScorer(mlm_backbone)
+    labels = scorer.label_vectors(expand(LabelSet.from_names(["sports", "politics", "health"])))
+    ids, mask = scorer.encode(["The match ended 2-1", "Le parlement a voté la loi", "Hospitals need nurses"]).padded()
+    with torch.inference_mode():
+        full = labels.class_scores(labels.word_scores(mask_logits(mlm_backbone, ids, mask, None)))
+    assert torch.allclose(scorer.logits(scorer.batch_vectors(ids, mask), labels), full, atol=1e-4)
+
+
 def test_mlm_training_is_deterministic_and_moves_the_prompt(mlm_backbone):
     from rosprompt_cli.labelled import load_labelled
     from rosprompt_cli.labels import LabelSet
