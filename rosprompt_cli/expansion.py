@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.objective import names_in_use
 
 AGGREGATES = ("max", "mean")
 WORD_PIECES = ("first", "mean")
@@ -97,11 +98,7 @@ def aggregate_words(
 ) -> torch.Tensor:
     """Class scores [B, C] from word scores [B, W]; owner [W] is each word's class."""
     owner = owner.to(word_scores.device)
-    used = torch.ones_like(owner, dtype=torch.bool)
-    if keep is not None:
-        keep = keep.to(word_scores.device)
-        kept_per_class = torch.zeros(n_classes, device=owner.device).index_add_(0, owner, keep.float())
-        used = keep | (kept_per_class[owner] == 0)
+    used = names_in_use(owner, n_classes, keep)
     batch = word_scores.shape[0]
     index = owner.unsqueeze(0).expand(batch, -1)
     if how == "max":

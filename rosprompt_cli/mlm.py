@@ -20,7 +20,7 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.expansion import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES, WordExpansion, expand_words
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
-from rosprompt_cli.scoring import MAX_CHARS_PER_TOKEN, ScorerBase, prompted_hidden
+from rosprompt_cli.scoring import MAX_CHARS_PER_TOKEN, ScorerBase, prompted_hidden, text_token_limit
 
 DEFAULT_TEMPLATE = "A {mask} news: {text}"  # NPPrompt's template for news topics
 # The command-line flag of each MlmOptions field.
@@ -217,15 +217,7 @@ class MlmScorer(ScorerBase):
         """Tokens left for the text; `prompt_length`: room to keep for a prompt other than this
         scorer's own (training)."""
         prompt_length = self.prompt_length if prompt_length is None else prompt_length
-        room = min(self.max_length or self.backbone.max_length, self.backbone.max_length)
-        limit = room - prompt_length - self.template.fixed
-        if limit < 3:
-            raise RosPromptError(
-                f"--max-length {room}: leaves {limit} tokens for the text after the {prompt_length}-token "
-                f"prompt and the {self.template.fixed}-token template; give at least "
-                f"{prompt_length + self.template.fixed + 3}"
-            )
-        return limit
+        return text_token_limit(self.backbone, prompt_length, self.max_length, self.template.fixed)
 
     def encode(self, texts: Sequence[str], prompt_length: int | None = None) -> EncodedTexts:
         """Token ids of the templated texts for `batch_vectors`, the texts truncated to leave room

@@ -32,10 +32,7 @@ def class_vectors(
     classes that language weighs most; centring removes it. A language that names only one class
     adds nothing, and a class left with nothing falls back to its plain mean.
     """
-    weights = torch.ones(owner.shape[0], device=owner.device)
-    if keep is not None:
-        kept_per_class = torch.zeros(n_classes, device=owner.device).index_add_(0, owner, keep.float())
-        weights = (keep | (kept_per_class[owner] == 0)).float()
+    weights = names_in_use(owner, n_classes, keep).float()
     sums = torch.zeros(n_classes, name_vectors.shape[1], device=name_vectors.device)
     plain = F.normalize(sums.index_add(0, owner, name_vectors * weights.unsqueeze(1)), dim=-1)
     if groups is None:
@@ -53,6 +50,16 @@ def class_vectors(
     centred = centred / useful.sum(0).clamp(min=1.0).unsqueeze(-1)
     has_centred = (useful.sum(0) > 0).unsqueeze(-1)
     return torch.where(has_centred, F.normalize(centred, dim=-1), plain)
+
+
+def names_in_use(owner: torch.Tensor, n_classes: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] bool: the names that take part after label-language dropout (`keep`). A class whose
+    names were all dropped keeps all of them, so no class ever vanishes."""
+    if keep is None:
+        return torch.ones_like(owner, dtype=torch.bool)
+    keep = keep.to(owner.device)
+    kept_per_class = torch.zeros(n_classes, device=owner.device).index_add_(0, owner, keep.float())
+    return keep | (kept_per_class[owner] == 0)
 
 
 def group_ids(languages: list[str], device: torch.device | str | None = None) -> torch.Tensor:

@@ -30,14 +30,17 @@ DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 128}
 MAX_CHARS_PER_TOKEN = 64
 
 
-def text_token_limit(backbone: Backbone, prompt_length: int, max_length: int | None = None) -> int:
-    """Tokens left for prefix+text once the prompt has its positions: truncation cuts the text,
-    never the prompt."""
-    limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length
+def text_token_limit(
+    backbone: Backbone, prompt_length: int, max_length: int | None = None, template_tokens: int = 0
+) -> int:
+    """Tokens left for the text once the prompt (and an MLM template's `template_tokens`) have
+    their positions: truncation cuts the text, never the prompt or the template."""
+    limit = min(max_length or backbone.max_length, backbone.max_length) - prompt_length - template_tokens
     if limit < 3:
+        template = f" and the {template_tokens}-token template" if template_tokens else ""
         raise RosPromptError(
             f"--max-length {max_length}: leaves {limit} tokens for the text after the {prompt_length}-token "
-            f"prompt; give at least {prompt_length + 3}"
+            f"prompt{template}; give at least {prompt_length + template_tokens + 3}"
         )
     return limit
 

@@ -95,7 +95,8 @@ def label(
     label_set = resolve_label_set(labels, labels_file)
     # before the input pre-pass, which may take a while
     check_placement(device, dtype, quantize)
-    check_choices(verbalizer, common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
+    mlm_options = common.mlm_options(mlm_template, neighbours, aggregate, word_pieces)
+    check_choices(verbalizer, mlm_options)
     options = LabelOptions(
         text_col=text_col,
         batch_size=batch_size,
@@ -113,7 +114,7 @@ def label(
     with LabelRun(request, options, list(label_set.names)) as run:
         try:
             load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize,
-                                  verbalizer, common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
+                                  verbalizer, mlm_options)
             _run(run, label_set, load_scorer, lexicon)
         except (RosPromptError, Interrupted, Exception) as exc:
             if summary_path:
