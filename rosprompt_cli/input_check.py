@@ -82,14 +82,13 @@ class RejectSink:
 class FailOnReject(RejectSink):
     """`--on-error fail`: the first bad row stops the run with its location."""
 
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, advice: str = "fix the input, or pass --on-error skip to set bad rows aside") -> None:
         super().__init__()
         self.display = display
+        self.advice = advice
 
     def add(self, reject: Reject) -> None:
-        raise RosPromptError(
-            f"{reject.message(self.display)}; fix the input, or pass --on-error skip to set bad rows aside"
-        )
+        raise RosPromptError(f"{reject.message(self.display)}; {self.advice}")
 
 
 @dataclass

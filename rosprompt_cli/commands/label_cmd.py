@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +17,12 @@ from rosprompt_cli.label_run import LabelRun, RunRequest, describe_rejects
 from rosprompt_cli.labeling import LabelOptions
 from rosprompt_cli.labels import LabelSet, resolve_label_set
 from rosprompt_cli.output import STDIO
+from rosprompt_cli.paths import write_json_atomically
+from rosprompt_cli.ray_engine import RayRequest, RayResult, ScorerSpec, as_summary, check_target, label_with_ray, require_ray
 from rosprompt_cli.scorers import Scorer, build_scorer, check_choices
+from rosprompt_cli.shards import FileJob, combined_summary, input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
+
+ENGINES = ("local", "ray")
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
@@ -48,14 +53,15 @@ def label(
     out_label_col: Annotated[str, typer.Option("--out-label-col", help="Name of the added label column.")] = "label",
     out_score_col: Annotated[str, typer.Option("--out-score-col", help="Name of the added score column.")] = "score",
     on_error: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--on-error",
             help="A row that cannot be read (bad JSON, wrong number of CSV fields, bytes that are not UTF-8): "
             "'skip' sets it aside in the rejects file and labels the rest (exit code 4); 'fail' stops at the "
-            "first one, before any labelling, naming its line.",
+            "first one, before any labelling, naming its line. Default: skip (--engine ray: fail, its only mode).",
+            show_default=False,
         ),
-    ] = "skip",
+    ] = None,
     rejects: Annotated[
         str | None,
         typer.Option(
@@ -89,12 +95,46 @@ def label(
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,
     word_pieces: common.WordPieces = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local: label in this process (a folder or glob INPUT writes one output per file into the --out "
+            "folder). ray: Ray Data workers, each loading the model once, on a local Ray instance or the cluster at "
+            "--ray-address; reads a file, folder or glob and writes Parquet (a folder of shards, or one .parquet "
+            "file). Needs pip install 'rosprompt[ray]'.",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="--engine ray: the cluster to join (auto, or HOST:PORT). Default: start a local Ray instance on this machine.", show_default=False),
+    ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option("--num-workers", help="--engine ray: labelling workers (each holds one copy of the model). Default: as many as the cluster's CPUs (GPUs with --gpus-per-worker) fit.", show_default=False),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--gpus-per-worker", help="--engine ray: GPUs each worker reserves (fractions share a GPU, e.g. 0.5). Default: 0 (CPU workers).", show_default=False),
+    ] = None,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option("--cpus-per-worker", help="--engine ray: CPUs each worker reserves, and its torch threads. Default: 1.", show_default=False),
+    ] = None,
 ) -> None:
+    if engine not in ENGINES:
+        raise RosPromptError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    ray_options = {"--ray-address": ray_address, "--num-workers": num_workers, "--gpus-per-worker": gpus_per_worker,
+                   "--cpus-per-worker": cpus_per_worker}
+    if engine == "local" and any(value is not None for value in ray_options.values()):
+        given = next(name for name, value in ray_options.items() if value is not None)
+        raise RosPromptError(f"{given} is an option of --engine ray")
     if summary_path and not Path(summary_path).resolve().parent.is_dir():
         raise RosPromptError(f"--summary {summary_path}: folder {Path(summary_path).parent} does not exist")
     label_set = resolve_label_set(labels, labels_file)
-    # before the input pre-pass, which may take a while
-    check_placement(device, dtype, quantize)
+    # before the input pre-pass, which may take a while; a Ray worker's device is its own, and the
+    # driver may have no GPU at all
+    check_placement(device if engine == "local" else "cpu", dtype if engine == "local" else "auto", quantize)
     mlm_options = common.mlm_options(mlm_template, neighbours, aggregate, word_pieces)
     check_choices(verbalizer, mlm_options)
     options = LabelOptions(
@@ -107,14 +147,34 @@ def label(
         label_col=out_label_col,
         score_col=out_score_col,
     )
+    if engine == "ray":
+        _refuse_for_ray(input, out, out_format, on_error, rejects, resume, device, quantize, gpus_per_worker)
+        if chunk_rows < 1:
+            raise RosPromptError("--chunk-rows must be at least 1")
+        spec = ScorerSpec(ScorerSpec.absolute(model), device, ScorerSpec.absolute(prompt), not no_prompt, max_length,
+                          dtype, quantize, verbalizer, mlm_options)
+        cluster = RayRequest(ray_address, num_workers, gpus_per_worker or 0.0, cpus_per_worker or 1.0)
+        _label_on_ray(input, out, fmt, spec, cluster, label_set, options, lexicon, chunk_rows, force, summary_path)
+        return
+    load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize,
+                          verbalizer, mlm_options)
+    if is_multi_file(input):
+        if rejects:
+            raise RosPromptError("--rejects names one file; with a folder or glob input each output gets its own NAME.rejects.jsonl")
+        requests = [
+            RunRequest(input=str(job.input), out=str(job.output), fmt=fmt, out_format=out_format,
+                       on_error=on_error or "skip", force=force, resume=job.resume, chunk_rows=chunk_rows)
+            for job in _plan_files(input, out, fmt, out_format, force, resume)
+        ]
+        if _label_files(requests, options, label_set, load_scorer, lexicon, summary_path):
+            raise typer.Exit(4)
+        return
     request = RunRequest(
-        input=input, out=out, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, force=force,
-        resume=resume, chunk_rows=chunk_rows,
+        input=input, out=out, fmt=fmt, out_format=out_format, on_error=on_error or "skip", rejects=rejects,
+        force=force, resume=resume, chunk_rows=chunk_rows,
     )
     with LabelRun(request, options, list(label_set.names)) as run:
         try:
-            load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize,
-                                  verbalizer, mlm_options)
             _run(run, label_set, load_scorer, lexicon)
         except (RosPromptError, Interrupted, Exception) as exc:
             if summary_path:
@@ -129,7 +189,8 @@ def label(
 
 
 def _run(
-    run: LabelRun, label_set: LabelSet, load_scorer: Callable[[], tuple[Scorer, str]], lexicon: bool | None
+    run: LabelRun, label_set: LabelSet, load_scorer: Callable[[], tuple[Scorer, str]], lexicon: bool | None,
+    announce: bool = True,
 ) -> None:
     """Check the input first (no model needed), then load the model and label."""
     report = run.prepare()
@@ -146,7 +207,8 @@ def _run(
     scorer, note = load_scorer()
     label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
     run.summary.prompt = note + lexicon_note
-    common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}{lexicon_note}, {len(label_set)} labels")
+    if announce:
+        common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}{lexicon_note}, {len(label_set)} labels")
     with common.row_progress("labelling", total=report.rows) as advance:
         summary = run.execute(scorer, label_set, on_rows=advance)
     where = "stdout" if summary.output == "<stdout>" else summary.output
@@ -157,3 +219,93 @@ def _run(
     )
     if summary.rejected:
         common.warn(describe_rejects(run.sink, source, run.rejects_path))
+
+
+def _plan_files(input: str, out: str, fmt: str | None, out_format: str | None, force: bool, resume: bool) -> list[FileJob]:
+    """A folder or glob input: one output per file in the --out folder; all checked up front."""
+    files, _ = input_files(input, fmt)
+    folder = output_folder(out)
+    jobs, done = plan_jobs(files, per_file_outputs(files, folder, out_format), force, resume)
+    if done:
+        common.info(f"--resume: {len(done)} of {len(files)} outputs are complete already and kept")
+    folder.mkdir(exist_ok=True)
+    return jobs
+
+
+def _label_files(
+    requests: list[RunRequest], options: LabelOptions, label_set: LabelSet,
+    load_scorer: Callable[[], tuple[Scorer, str]], lexicon: bool | None, summary_path: str | None,
+) -> bool:
+    """Label file after file with one loaded model; True when some rows were set aside."""
+    load_once = cache(load_scorer)
+    summaries: list[dict] = []
+    rejected = False
+    try:
+        for number, request in enumerate(requests):
+            with LabelRun(request, options, list(label_set.names)) as run:
+                try:
+                    _run(run, label_set, load_once, lexicon, announce=number == 0)
+                finally:
+                    summaries.append(run.summary.as_dict())
+                rejected = rejected or run.summary.rejected > 0
+    except (RosPromptError, Interrupted, Exception) as exc:
+        if summary_path:
+            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            error = getattr(exc, "message", None) or str(exc)
+            write_json_atomically(Path(summary_path), combined_summary(summaries, status, error, []), indent=2)
+        raise
+    if summary_path:
+        status = "partial" if rejected else "ok"
+        write_json_atomically(Path(summary_path), combined_summary(summaries, status, None, []), indent=2)
+    return rejected
+
+
+def _refuse_for_ray(input: str, out: str, out_format: str | None, on_error: str | None, rejects: str | None,
+                    resume: bool, device: str, quantize: str, gpus_per_worker: float | None) -> None:
+    """The local engine's options that --engine ray cannot honour, each refused in one line."""
+    if input == STDIO:
+        raise RosPromptError("--engine ray reads files (a file, folder or glob), not stdin")
+    if out == STDIO:
+        raise RosPromptError("--engine ray writes Parquet files: give --out FOLDER (shards) or --out FILE.parquet, not stdout")
+    if out_format not in (None, "parquet"):
+        raise RosPromptError(f"--out-format {out_format}: --engine ray writes Parquet only")
+    if on_error == "skip" or rejects:
+        raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
+    if resume:
+        raise RosPromptError("--resume is for --engine local; a failed Ray run publishes nothing: run it again")
+    if device.startswith("cuda") and not gpus_per_worker:
+        raise RosPromptError(f"--device {device} with --engine ray needs --gpus-per-worker (a worker sees only the GPUs it reserves)")
+    if quantize == "int8" and gpus_per_worker:
+        raise RosPromptError("--quantize int8 is for CPU workers; GPU workers use --dtype float16 or bfloat16 instead")
+
+
+def _label_on_ray(
+    input: str, out: str, fmt: str | None, spec: ScorerSpec, cluster: RayRequest, label_set: LabelSet,
+    options: LabelOptions, lexicon: bool | None, chunk_rows: int, force: bool, summary_path: str | None,
+) -> None:
+    """Check the model, prompt and labels here (one line on error, before any cluster work), then
+    let the workers label."""
+    require_ray()
+    input_files(input, fmt)
+    check_target(out, force)
+    scorer, note = build_scorer(spec.model, "cpu", spec.prompt, spec.use_prompt, spec.max_length, "auto", "none",
+                                spec.verbalizer, spec.mlm_options)
+    label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
+    common.info(f"{scorer.backbone.name}, {note}{lexicon_note}, {len(label_set)} labels; starting Ray workers")
+    del scorer
+    try:
+        result = label_with_ray(input, out, fmt, spec, label_set, options, cluster, chunk_rows, force)
+    except (RosPromptError, Interrupted, Exception) as exc:
+        if summary_path:
+            error = getattr(exc, "message", None) or str(exc)
+            failed = RayResult(output=out, files=0, workers=0)
+            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
+            write_json_atomically(Path(summary_path), as_summary(failed, input, status, error), indent=2)
+        raise
+    if summary_path:
+        write_json_atomically(Path(summary_path), as_summary(result, input), indent=2)
+    rate = result.rows / result.seconds if result.seconds > 0 else 0.0
+    common.info(
+        f"{result.rows:,} rows from {result.files} file(s) -> {result.output} ({result.labelled:,} labelled, "
+        f"{result.empty_text:,} with empty text) in {result.seconds:.1f}s, {rate:,.0f} rows/s on {result.workers} worker(s)"
+    )

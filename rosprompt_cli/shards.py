@@ -1,0 +1,129 @@
+"""Inputs of several files (a folder or a glob) and where each file's output goes.
+
+Both engines read them: the local engine labels file after file into an output folder, one
+output per input (so --on-error skip, rejects and --resume work per file as for one file);
+the Ray engine hands the file list to Ray Data.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.io import FORMATS, STDIO, format_from_path
+from rosprompt_cli.output import sidecar
+
+GLOB_CHARACTERS = "*?["
+OUTPUT_EXTENSIONS = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet"}
+_KNOWN_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"}
+
+
+def is_multi_file(spec: str) -> bool:
+    """A folder, or a pattern that names no existing file."""
+    if spec == STDIO:
+        return False
+    path = Path(spec).expanduser()
+    return path.is_dir() or (not path.exists() and any(c in spec for c in GLOB_CHARACTERS))
+
+
+def input_files(spec: str, fmt: str | None = None) -> tuple[list[Path], str]:
+    """The files of a folder (every table file in it, hidden ones aside), a glob, or one file,
+    sorted by path; and their one format."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = [p for p in path.iterdir()
+                 if p.is_file() and not p.name.startswith(".") and (fmt or p.suffix.lower() in _KNOWN_SUFFIXES)]
+    elif path.is_file():
+        files = [path]
+    else:
+        files = [Path(p) for p in glob.glob(str(path)) if Path(p).is_file()]
+    if not files:
+        raise RosPromptError(f"{spec}: no input files (give a file, a folder of CSV/TSV/JSONL/Parquet files, or a glob)")
+    files.sort()
+    formats = {format_from_path(str(f), fmt) for f in files}
+    if len(formats) > 1:
+        raise RosPromptError(f"{spec}: the input files mix formats ({', '.join(sorted(formats))}); give files of one format")
+    return [f.resolve() for f in files], formats.pop()
+
+
+def output_folder(out: str) -> Path:
+    """--out for a multi-file input: a folder (existing, or a new name without an extension)."""
+    if out == STDIO:
+        raise RosPromptError("a folder or glob input writes one output per input file: give --out FOLDER, not stdout")
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise RosPromptError(f"{out}: is a file; a folder or glob input needs --out FOLDER (one output per input file)")
+    if not folder.exists() and folder.suffix:
+        raise RosPromptError(
+            f"{out}: a folder or glob input writes one output per input file; give --out a folder name "
+            f"(no extension){' or use --engine ray to write one Parquet file' if folder.suffix == '.parquet' else ''}"
+        )
+    if not folder.parent.is_dir():
+        raise RosPromptError(f"{out}: folder {folder.parent} does not exist; create it first")
+    return folder
+
+
+def per_file_outputs(files: list[Path], folder: Path, out_fmt: str | None) -> list[Path]:
+    """FOLDER/<input name><extension of the output format> for each input (default Parquet)."""
+    fmt = (out_fmt or "parquet").lower()
+    if fmt not in FORMATS:
+        raise RosPromptError(f"--out-format {out_fmt!r}: expected one of {', '.join(FORMATS)}")
+    targets: dict[Path, Path] = {}
+    for file in files:
+        target = folder / (file.stem + OUTPUT_EXTENSIONS[fmt])
+        if target in targets:
+            raise RosPromptError(
+                f"{targets[target]} and {file}: both would be written to {target}; label them in separate runs"
+            )
+        targets[target] = file
+    return list(targets)
+
+
+@dataclass
+class FileJob:
+    """One input file of a multi-file local run and its output."""
+
+    input: Path
+    output: Path
+    resume: bool  # an interrupted run left its progress file: continue it
+
+
+def plan_jobs(files: list[Path], outputs: list[Path], force: bool, resume: bool) -> tuple[list[FileJob], list[Path]]:
+    """The files still to label, and the outputs already complete (skipped by --resume).
+
+    With --resume, an output with a progress file beside it is continued, a finished one (no
+    progress file) is kept, and a missing one is started; without it, an existing output needs
+    --force. Everything is checked before any file is labelled."""
+    jobs: list[FileJob] = []
+    done: list[Path] = []
+    for file, target in zip(files, outputs):
+        interrupted = sidecar(target, "state").exists()
+        if resume and interrupted:
+            jobs.append(FileJob(file, target, True))
+        elif resume and target.exists():
+            done.append(target)
+        elif target.exists() and not force:
+            raise RosPromptError(f"{target}: output file exists; pass --force to overwrite it (or --resume to keep finished outputs)")
+        else:
+            jobs.append(FileJob(file, target, False))
+    return jobs, done
+
+
+def combined_summary(summaries: list[dict], status: str, error: str | None, skipped: list[Path]) -> dict:
+    """The --summary JSON of a multi-file run: totals, and each file's own summary."""
+    label_counts: Counter = Counter()
+    for one in summaries:
+        label_counts.update(one.get("label_counts", {}))
+    totals = {key: sum(one.get(key, 0) for one in summaries)
+              for key in ("rows_read", "rows", "labelled", "empty_text", "rejected", "seconds")}
+    totals["seconds"] = round(totals["seconds"], 3)
+    return {
+        "engine": "local", "status": status, "error": error, **totals,
+        "rows_per_second": round(totals["rows"] / totals["seconds"], 2) if totals["seconds"] > 0 else None,
+        "label_counts": dict(label_counts.most_common()),
+        "skipped_complete": [str(p) for p in skipped],
+        "files": summaries,
+    }

@@ -1,0 +1,85 @@
+"""`label --engine ray` against `--engine local` on the same multi-file input, on a local Ray
+instance of this machine's CPUs (2 in CI). Skipped only when the `ray` extra is missing; CI
+installs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import SAMPLES, SIB_LABELS
+
+pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install -e '.[ray]'")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The multilingual sample cut into three JSONL files of uneven sizes, with one blank text."""
+    rows = [json.loads(line) for line in (SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows[7]["text"] = "   "
+    folder = tmp_path_factory.mktemp("shards")
+    for name, part in (("a", rows[:150]), ("b", rows[150:160]), ("c", rows[160:])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_labels(cli, shards: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
+    out = tmp_path_factory.mktemp("local") / "labelled"
+    cli("label", shards, "--labels", SIB_LABELS, "--out", out, "--engine", "local")
+    assert sorted(p.name for p in out.iterdir()) == ["a.parquet", "b.parquet", "c.parquet"]
+    return pl.concat([pl.read_parquet(out / f"{name}.parquet") for name in "abc"])
+
+
+def _same_labels(ray_out: pl.DataFrame, local: pl.DataFrame, expected_ids: list[int]) -> None:
+    assert ray_out.height == local.height == len(expected_ids)
+    assert ray_out["id"].to_list() == expected_ids  # every row once, in input order
+    assert ray_out.columns == local.columns
+    joined = local.join(ray_out, on="id", suffix="_ray")
+    assert joined.height == len(expected_ids)
+    assert joined["label"].to_list() == joined["label_ray"].to_list()  # nulls (the blank text) included
+    assert joined["label"].null_count() == 1
+    diff = (joined["score"] - joined["score_ray"]).abs().max()
+    assert diff is not None and diff < 1e-4
+
+
+def test_ray_single_file_output_matches_local(cli, shards, local_labels, tmp_path):
+    out = tmp_path / "tagged.parquet"
+    summary = tmp_path / "summary.json"
+    proc = cli("label", str(shards / "*.jsonl"), "--labels", SIB_LABELS, "--out", out, "--engine", "ray",
+               "--num-workers", "2", "--cpus-per-worker", "1", "--chunk-rows", "64", "--summary", summary)
+    stderr = proc.stderr.decode()
+    assert "Traceback" not in stderr
+    assert "315 rows from 3 file(s)" in stderr and "on 2 worker(s)" in stderr
+    expected_ids = list(range(1, 316))
+    _same_labels(pl.read_parquet(out), local_labels, expected_ids)
+    report = json.loads(summary.read_text())
+    assert (report["engine"], report["status"], report["rows"], report["labelled"], report["empty_text"]) == ("ray", "ok", 315, 314, 1)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_ray_shard_folder_matches_local_and_refuses_to_overwrite(cli, shards, local_labels, tmp_path):
+    out = tmp_path / "tagged"
+    cli("label", shards, "--labels", SIB_LABELS, "--out", out, "--engine", "ray", "--chunk-rows", "50")
+    parts = sorted(out.glob("*.parquet"))
+    assert parts and all(p.name.startswith("part-") for p in parts)
+    _same_labels(pl.concat([pl.read_parquet(p) for p in parts]), local_labels, list(range(1, 316)))
+    again = cli("label", shards, "--labels", SIB_LABELS, "--out", out, "--engine", "ray", check=False)
+    assert again.returncode == 1 and "pass --force" in again.stderr.decode()
+
+
+def test_ray_names_the_unreadable_row_and_publishes_nothing(cli, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.jsonl").write_text('{"id": 1, "text": "The match ended in a draw."}\n', encoding="utf-8")
+    (folder / "bad.jsonl").write_text('{"id": 2, "text": "Voters went to the polls."}\n{"id": 3, "text": "x"\n', encoding="utf-8")
+    out = tmp_path / "tagged.parquet"
+    proc = cli("label", folder, "--labels", "sports,politics", "--out", out, "--engine", "ray", "--num-workers", "1", check=False)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert f"{folder / 'bad.jsonl'}, line 2, column" in stderr and "--engine local --on-error skip" in stderr
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
