@@ -50,7 +50,7 @@ def test_ray_single_file_output_matches_local(cli, shards, local_labels, tmp_pat
     out = tmp_path / "tagged.parquet"
     summary = tmp_path / "summary.json"
     proc = cli("label", str(shards / "*.jsonl"), "--labels", SIB_LABELS, "--out", out, "--engine", "ray",
-               "--num-workers", "2", "--cpus-per-worker", "1", "--chunk-rows", "64", "--summary", summary)
+               "--num-workers", "2", "--cpus-per-worker", "1", "--summary", summary)
     stderr = proc.stderr.decode()
     assert "Traceback" not in stderr
     assert "315 rows from 3 file(s)" in stderr and "on 2 worker(s)" in stderr

@@ -23,6 +23,10 @@ from rosprompt_cli.scorers import Scorer, build_scorer, check_choices
 from rosprompt_cli.shards import FileJob, combined_summary, input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
 
 ENGINES = ("local", "ray")
+LOCAL_CHUNK_ROWS = 2048
+# Ray Data packs small blocks together up to a batch; 2048 rows would hand a small input to one
+# worker. 256 rows is seconds of work per batch on a CPU worker: small next to the scoring.
+RAY_BATCH_ROWS = 256
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
@@ -77,8 +81,15 @@ def label(
         typer.Option("--resume", help="Continue an interrupted run on the same --out from its last saved chunk; refused if the input, model, prompt, labels or options changed."),
     ] = False,
     chunk_rows: Annotated[
-        int, typer.Option("--chunk-rows", help="Rows read, labelled and saved per chunk: the memory bound, and the unit --resume continues from.")
-    ] = 2048,
+        int | None,
+        typer.Option(
+            "--chunk-rows",
+            help="Rows read, labelled and saved per chunk: the memory bound, and the unit --resume continues from. "
+            "With --engine ray: the rows of one batch handed to a worker (smaller batches spread a small input "
+            "over more workers). Default: 2048 (--engine ray: 256).",
+            show_default=False,
+        ),
+    ] = None,
     summary_path: Annotated[
         str | None,
         typer.Option("--summary", help="Write a JSON run summary here (rows read, labelled, rejected by reason, time, throughput, label counts, model, prompt, versions), also when the run fails. Default: none.", show_default=False),
@@ -149,6 +160,7 @@ def label(
     )
     if engine == "ray":
         _refuse_for_ray(input, out, out_format, on_error, rejects, resume, device, quantize, gpus_per_worker)
+        chunk_rows = RAY_BATCH_ROWS if chunk_rows is None else chunk_rows
         if chunk_rows < 1:
             raise RosPromptError("--chunk-rows must be at least 1")
         spec = ScorerSpec(ScorerSpec.absolute(model), device, ScorerSpec.absolute(prompt), not no_prompt, max_length,
@@ -156,6 +168,7 @@ def label(
         cluster = RayRequest(ray_address, num_workers, gpus_per_worker or 0.0, cpus_per_worker or 1.0)
         _label_on_ray(input, out, fmt, spec, cluster, label_set, options, lexicon, chunk_rows, force, summary_path)
         return
+    chunk_rows = LOCAL_CHUNK_ROWS if chunk_rows is None else chunk_rows
     load_scorer = partial(build_scorer, model, device, prompt, not no_prompt, max_length, dtype, quantize,
                           verbalizer, mlm_options)
     if is_multi_file(input):
