@@ -14,6 +14,9 @@ Ratios are of medians against local in the same script. Labels of every configur
 checked to be identical, row by row, to local's.
 
     python bench/ray_vs_local.py --lines 1500 --shards 4 --repeats 2
+    python bench/ray_vs_local.py --lines 6000 --shards 8 --repeats 1
+
+Reports: bench/results/ray_vs_local_<lines>.md and .json.
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ray_vs_local.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = f"ray_vs_local_{len(rows)}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# `label --engine ray` against `--engine local`",
         "",
@@ -126,7 +130,7 @@ def main() -> None:
         "The whole-command rate includes process start, model loading and, for Ray, starting a local Ray",
         "instance; the reported rate of a Ray run includes the workers' model loads, the local one's does not.",
     ]
-    (RESULTS / "ray_vs_local.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
