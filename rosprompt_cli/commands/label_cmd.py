@@ -29,7 +29,8 @@ LOCAL_CHUNK_ROWS = 2048
 RAY_BATCH_ROWS = 256
 
 HELP = (
-    "Label every row of INPUT (CSV, TSV, JSONL, Parquet, or - for stdin) with one of the given labels. "
+    "Label every row of INPUT (CSV, TSV, JSONL, Parquet, - for stdin, or a folder or glob of such files) with "
+    "one of the given labels. "
     "The output keeps all input columns in order and adds 'label' and 'score'. Exit codes: 0 ok, 1 error "
     "(nothing published), 4 published but some rows were set aside (--on-error skip), 5 another run holds "
     "the output, 130/143 interrupted (resumable with --resume)."
@@ -37,7 +38,7 @@ HELP = (
 
 
 def label(
-    input: Annotated[str, typer.Argument(help="Input file, or - for stdin.", show_default=False)],
+    input: Annotated[str, typer.Argument(help="Input file, - for stdin, or a folder or quoted glob of files (one format).", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
     lexicon: common.Lexicon = None,
