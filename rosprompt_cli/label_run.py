@@ -24,13 +24,12 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import format_from_path, open_source
-from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frames
+from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frames, tally_labels
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
 from rosprompt_cli.paths import sha256_file, write_json_atomically
@@ -243,7 +242,7 @@ class LabelRun:
             with closing(label_frames(frames, scorer, label_set, self.options, label_vectors)) as labelled:
                 for out in labelled:
                     writer.write(out)
-                    self._count(out)
+                    tally_labels(self.summary, out.get_column(self.options.label_col))
                     if state is not None:
                         state.save({
                             "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
@@ -275,14 +274,6 @@ class LabelRun:
         summary.status = "partial" if summary.rejected else "ok"
         return summary
 
-    def _count(self, out: pl.DataFrame) -> None:
-        summary = self.summary
-        labels = out.get_column(self.options.label_col)
-        summary.rows += out.height
-        summary.empty_text += labels.null_count()
-        summary.labelled += out.height - labels.null_count()
-        for label, n in labels.drop_nulls().value_counts().iter_rows():
-            summary.label_counts[label] += n
 
     def _publish_rejects(self) -> None:
         if self._rejects_stream is None:

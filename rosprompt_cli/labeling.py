@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -16,6 +18,15 @@ from rosprompt_cli.io import TableSource, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prefetch import prefetched
 from rosprompt_cli.scorers import LabelVectors, Scorer
+
+
+class RunCounts(Protocol):
+    """What a run counts of its output (label_run.RunSummary, ray_engine.RayResult)."""
+
+    rows: int
+    labelled: int
+    empty_text: int
+    label_counts: Counter
 
 
 @dataclass
@@ -155,10 +166,23 @@ def label_frames(
 
 
 def check_output_columns(source: TableSource, label_names: list[str], options: LabelOptions) -> None:
-    columns = require_columns(source, {"--text-col": options.text_col})
+    refuse_column_clash(source.display, require_columns(source, {"--text-col": options.text_col}), label_names, options)
+
+
+def refuse_column_clash(display: str, columns: list[str], label_names: list[str], options: LabelOptions) -> None:
+    """An input column with the name of a column the output adds would be overwritten."""
     clash = [c for c in added_columns(label_names, options) if c in columns]
     if clash:
         raise RosPromptError(
-            f"{source.display}: already has column(s) {', '.join(map(repr, clash))} that the output "
+            f"{display}: already has column(s) {', '.join(map(repr, clash))} that the output "
             f"would add; pass --out-label-col/--out-score-col with other names"
         )
+
+
+def tally_labels(counts: RunCounts, labels: pl.Series) -> None:
+    """Add a labelled chunk's label column to the run's counts (a null label: empty text)."""
+    counts.rows += labels.len()
+    counts.empty_text += labels.null_count()
+    counts.labelled += labels.len() - labels.null_count()
+    for label, n in labels.drop_nulls().value_counts().iter_rows():
+        counts.label_counts[label] += n

@@ -26,7 +26,7 @@ import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import csv_header, csv_records
-from rosprompt_cli.labeling import LabelOptions, added_columns
+from rosprompt_cli.labeling import LabelOptions, refuse_column_clash, tally_labels
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.shards import input_files
 
@@ -104,12 +104,6 @@ class RayResult:
     seconds: float = 0.0
     label_counts: Counter = field(default_factory=Counter)
 
-    def count(self, labels: pl.Series) -> None:
-        self.rows += labels.len()
-        self.empty_text += labels.null_count()
-        self.labelled += labels.len() - labels.null_count()
-        for label, n in labels.drop_nulls().value_counts().iter_rows():
-            self.label_counts[label] += n
 
 
 def require_ray() -> Any:
@@ -259,10 +253,7 @@ def _run(ray: Any, files: list[Path], in_fmt: str, input_spec: str, target: Path
     columns = dataset.columns()
     if options.text_col not in columns:
         raise RosPromptError(f"{input_spec}: no column {options.text_col!r} (the files have: {', '.join(columns)}); pass --text-col NAME")
-    clash = [c for c in added_columns(list(label_set.names), options) if c in columns]
-    if clash:
-        raise RosPromptError(f"{input_spec}: already has column(s) {', '.join(map(repr, clash))} that the output would add; "
-                             f"pass --out-label-col/--out-score-col with other names")
+    refuse_column_clash(input_spec, columns, list(label_set.names), options)
     labelled = dataset.map_batches(
         LabelWorker,
         fn_constructor_kwargs={"spec": spec, "label_set": label_set, "options": options,
@@ -302,7 +293,7 @@ def _write_single(dataset: Any, path: Path, label_col: str, result: RayResult) -
             elif batch.schema != writer.schema:  # e.g. a JSONL column null in one file, text in another
                 batch = batch.cast(writer.schema)
             writer.write_table(batch)
-            result.count(pl.from_arrow(batch.column(label_col)))
+            tally_labels(result, pl.from_arrow(batch.column(label_col)))
     finally:
         if writer is not None:
             writer.close()
@@ -327,7 +318,7 @@ def _write_shards(dataset: Any, folder: Path, label_col: str, result: RayResult)
     if not shards:
         raise RosPromptError(f"{folder.name.removeprefix('.').removesuffix('.partial')}: the input has no rows")
     labels = pl.scan_parquet(shards).select(label_col).collect().get_column(label_col)
-    result.count(labels)
+    tally_labels(result, labels)
 
 
 def _cause(exc: BaseException) -> str:
