@@ -26,7 +26,9 @@ from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.training import ROSPROMPT_DEFAULTS, train_prompt  # noqa: E402
 
-# One setting changed at a time from the default (max_length 128 as in quality.py).
+# One setting changed at a time from the default (max_length 128 as in quality.py). The key
+# "lexicon" (default True) says whether the training labels get the lexicon's names.
+SPT = {"language_keep": 1.0, "smoothing": 0.0, "penalty": "none", "penalty_weight": 0.0, "lexicon": False}
 VARIANTS: dict[str, dict[str, object]] = {
     "default (30 epochs, lr 1e-2, 16 vectors, batch 16)": {},
     "15 epochs": {"epochs": 15},
@@ -39,6 +41,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "smoothing 0.2": {"smoothing": 0.2},
     "KL weight 3": {"penalty_weight": 3.0},
     "temperature 0.02": {"temperature": 0.02},
+    "standard SPT (all three ingredients off)": SPT,
 }
 
 
@@ -65,13 +68,15 @@ def main() -> None:
 
     rows: dict[str, list[float]] = {}
     for name, overrides in variants.items():
-        config = replace(base, **overrides)
+        settings = dict(overrides)
+        use_lexicon = bool(settings.pop("lexicon", True))
+        config = replace(base, **settings)
         evalset.prepare(backbone, config.prompt_length)
         rows[name] = []
         for seed in seeds:
             shots, train_labels = load_train(8, seed)
             prompt = train_prompt(backbone, shots, train_labels, replace(config, seed=seed),
-                                  extra_names=names_by_language(train_labels))
+                                  extra_names=names_by_language(train_labels) if use_lexicon else None)
             logits = label_vectors.logits(evalset.vectors(backbone, prompt.vectors), classes)
             rows[name].append(statistics.fmean(m["accuracy"] for m in Q.score(evalset, logits).values()))
             Q.log(f"sweep {args.protocol} {name} seed {seed}: {rows[name][-1]:.4f} ({time.perf_counter() - started:.0f}s)")
