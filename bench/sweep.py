@@ -50,13 +50,13 @@ def main() -> None:
     parser.add_argument("--protocol", choices=["X", "G"], default="X")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--per-language", type=int, default=8)
-    parser.add_argument("--variants", default="all", help="comma-separated row names, or 'all'")
+    parser.add_argument("--variants", default="all", help="row names separated by semicolons, or 'all'")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     started = time.perf_counter()
     out = Path(args.out or Q.REPO / "bench" / "results" / f"sweep_{args.protocol}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    variants = VARIANTS if args.variants == "all" else {k: VARIANTS[k] for k in args.variants.split(",")}
+    variants = VARIANTS if args.variants == "all" else {k: VARIANTS[k.strip()] for k in args.variants.split(";")}
 
     backbone = load_backbone(None, "cpu")
     languages = sorted(p.stem for p in (Q.SIB / "dev").glob("*.tsv"))
