@@ -7,7 +7,7 @@ Rows (all on the prompt-free sentence vectors of the bundled e5-small; dev split
 evaluation rows are bench/quality.py's fixed subsample of --per-language rows per language):
   zero-shot           cosine against "This text is about {label}" (quality.py's "no prompt")
   prototypes, 8 shots cosine against the mean vector of 8 English training texts per class
-                      (the same shots as protocol X; one row per seed)
+                      (the same shots as protocol X; mean ± std over the seeds)
   prototypes, all     the same from every English training text (701), i.e. ~88 per class
   logistic regression a linear classifier on every English training text
   centring (global / per language)
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -115,7 +116,7 @@ def main() -> None:
         rows[f"logistic regression, all {len(gold)} English train texts"] = mean_accuracy(evalset, classifier(vectors))
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
-    command = "python bench/frozen_ceiling.py " + " ".join(sys.argv[1:])
+    command = "python bench/frozen_ceiling.py " + shlex.join(sys.argv[1:])
     seconds = time.perf_counter() - started
     payload = {"command": command, "commit": commit, "backbone": backbone.name, "per_language_rows": args.per_language,
                "pool_per_language_rows": args.pool_per_language, "languages": len(languages),
