@@ -57,7 +57,11 @@ def main() -> None:
     started = time.perf_counter()
     out = Path(args.out or Q.REPO / "bench" / "results" / f"sweep_{args.protocol}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    variants = VARIANTS if args.variants == "all" else {k: VARIANTS[k.strip()] for k in args.variants.split(";")}
+    wanted = list(VARIANTS) if args.variants == "all" else [k.strip() for k in args.variants.split(";")]
+    unknown = [k for k in wanted if k not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown --variants {unknown}; known: {'; '.join(VARIANTS)}")
+    variants = {k: VARIANTS[k] for k in wanted}
 
     backbone = load_backbone(None, "cpu")
     languages = sorted(p.stem for p in (Q.SIB / "dev").glob("*.tsv"))
