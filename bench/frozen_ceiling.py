@@ -15,6 +15,8 @@ evaluation rows are bench/quality.py's fixed subsample of --per-language rows pe
                       corpus, or of each language's corpus (--pool-per-language unlabeled dev
                       rows of that language, the evaluated rows among them). Transductive: it
                       uses unlabeled texts of the target languages, never their labels.
+  shipped prompt      the same three views (plain, centred globally, per language) with the
+                      shipped default prompt (prompts/default.safetensors), for comparison.
 Writes OUT.md and OUT.json with the command and git commit.
 """
 
@@ -36,15 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality as Q  # noqa: E402  (the benchmark's data loading and scoring)
 
 from rosprompt_cli import load_backbone  # noqa: E402
+from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path  # noqa: E402
 from rosprompt_cli.scoring import prompted_embeddings, tokenize  # noqa: E402
 
 
-def embed(backbone, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+def embed(backbone, texts: list[str], prompt: SoftPrompt | None = None, batch_size: int = 32) -> torch.Tensor:
     out = []
+    length = 0 if prompt is None else prompt.meta.prompt_length
+    vectors = None if prompt is None else prompt.vectors
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenize(backbone, texts[start : start + batch_size], backbone.text_prefix, 0, 128)
-            out.append(prompted_embeddings(backbone, enc["input_ids"], enc["attention_mask"], None))
+            enc = tokenize(backbone, texts[start : start + batch_size], backbone.text_prefix, length, 128)
+            out.append(prompted_embeddings(backbone, enc["input_ids"], enc["attention_mask"], vectors))
         vectors = torch.cat(out)
     return vectors.clone()  # cloned outside inference mode: usable with autograd
 
@@ -92,15 +97,22 @@ def main() -> None:
     vectors = pool[: len(evalset.texts)]
     label_vectors = Q.LabelVectors(backbone).get(evalset.labels, False)
 
-    rows: dict[str, float | list[float]] = {}
-    rows["zero-shot"] = mean_accuracy(evalset, vectors @ label_vectors.T)
-    rows["zero-shot, centred on the whole corpus"] = mean_accuracy(evalset, (vectors - pool.mean(0)) @ label_vectors.T)
     by_language: dict[str, list[int]] = {}
     for i, language in enumerate(pool_languages):
         by_language.setdefault(language, []).append(i)
-    language_means = {lang: pool[idx].mean(0) for lang, idx in by_language.items()}
-    centres = torch.stack([language_means[lang] for lang in evalset.languages])
-    rows["zero-shot, centred per language"] = mean_accuracy(evalset, (vectors - centres) @ label_vectors.T)
+
+    def centring_rows(name: str, pool: torch.Tensor) -> dict[str, float]:
+        vectors = pool[: len(evalset.texts)]
+        language_means = {lang: pool[idx].mean(0) for lang, idx in by_language.items()}
+        centres = torch.stack([language_means[lang] for lang in evalset.languages])
+        return {
+            name: mean_accuracy(evalset, vectors @ label_vectors.T),
+            f"{name}, centred on the whole corpus": mean_accuracy(evalset, (vectors - pool.mean(0)) @ label_vectors.T),
+            f"{name}, centred per language": mean_accuracy(evalset, (vectors - centres) @ label_vectors.T),
+        }
+
+    rows: dict[str, float | list[float]] = {}
+    rows.update(centring_rows("zero-shot", pool))
 
     rows["prototypes, 8 shots/class"] = []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -114,6 +126,9 @@ def main() -> None:
     classifier = logistic_regression(train_vectors, gold, len(names))
     with torch.no_grad():
         rows[f"logistic regression, all {len(gold)} English train texts"] = mean_accuracy(evalset, classifier(vectors))
+    shipped = shipped_prompt_path()
+    if shipped is not None:
+        rows.update(centring_rows("shipped prompt", embed(backbone, pool_texts, SoftPrompt.load(shipped))))
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
     command = "python bench/frozen_ceiling.py " + shlex.join(sys.argv[1:])
