@@ -131,13 +131,13 @@ def main() -> None:
         rows.update(centring_rows("shipped prompt", embed(backbone, pool_texts, SoftPrompt.load(shipped))))
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
-    command = "python bench/frozen_ceiling.py " + shlex.join(sys.argv[1:])
+    command = ("python bench/frozen_ceiling.py " + shlex.join(sys.argv[1:])).strip()
     seconds = time.perf_counter() - started
     payload = {"command": command, "commit": commit, "backbone": backbone.name, "per_language_rows": args.per_language,
                "pool_per_language_rows": args.pool_per_language, "languages": len(languages),
                "seconds": round(seconds, 1), "accuracy": rows}
     lines = [
-        "# The frozen backbone on SIB-200 dev, without a prompt",
+        "# The frozen backbone on SIB-200 dev: prompt-free references, and corpus centring",
         "",
         f"Command: `{command}` at commit `{commit}`; backbone {backbone.name}; {args.per_language} dev rows per "
         f"language (bench/quality.py's subsample), {len(languages)} languages; {seconds / 60:.1f} min on a 2-core CPU. "

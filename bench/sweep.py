@@ -88,7 +88,7 @@ def main() -> None:
 
     seconds = time.perf_counter() - started
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
-    command = "python bench/sweep.py " + shlex.join(sys.argv[1:])
+    command = ("python bench/sweep.py " + shlex.join(sys.argv[1:])).strip()
     payload = {"command": command, "commit": commit, "protocol": args.protocol, "seeds": seeds,
                "per_language_rows": args.per_language, "languages": len(languages), "seconds": round(seconds, 1),
                "base": asdict(base), "variants": variants, "accuracy": rows}
