@@ -276,10 +276,13 @@ def require_columns(source: TableSource, wanted: dict[str, str]) -> list[str]:
     columns = source.columns()
     if not columns:
         raise RosPromptError(f"{source.display}: the file is empty (no header, no rows)")
+    check_columns(source.display, columns, wanted)
+    return columns
+
+
+def check_columns(display: str, columns: list[str], wanted: dict[str, str], have: str = "the file has") -> None:
+    """Each option's column must be among `columns`; the message lists those there are."""
     for option, column in wanted.items():
         if column not in columns:
             shown = ", ".join(columns) if columns else "(none)"
-            raise RosPromptError(
-                f"{source.display}: no column {column!r} (the file has: {shown}); pass {option} NAME"
-            )
-    return columns
+            raise RosPromptError(f"{display}: no column {column!r} ({have}: {shown}); pass {option} NAME")

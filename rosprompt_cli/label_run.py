@@ -24,7 +24,6 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
@@ -273,7 +272,6 @@ class LabelRun:
         self._publish_rejects()
         summary.status = "partial" if summary.rejected else "ok"
         return summary
-
 
     def _publish_rejects(self) -> None:
         if self._rejects_stream is None:

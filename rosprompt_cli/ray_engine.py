@@ -26,6 +26,7 @@ import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.input_check import csv_header, csv_records
+from rosprompt_cli.io import check_columns
 from rosprompt_cli.labeling import LabelOptions, refuse_column_clash, tally_labels
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.shards import input_files
@@ -103,7 +104,6 @@ class RayResult:
     empty_text: int = 0
     seconds: float = 0.0
     label_counts: Counter = field(default_factory=Counter)
-
 
 
 def require_ray() -> Any:
@@ -251,8 +251,7 @@ def _run(ray: Any, files: list[Path], in_fmt: str, input_spec: str, target: Path
         )
     dataset = read_dataset(ray, files, in_fmt)
     columns = dataset.columns()
-    if options.text_col not in columns:
-        raise RosPromptError(f"{input_spec}: no column {options.text_col!r} (the files have: {', '.join(columns)}); pass --text-col NAME")
+    check_columns(input_spec, columns, {"--text-col": options.text_col}, have="the files have")
     refuse_column_clash(input_spec, columns, list(label_set.names), options)
     labelled = dataset.map_batches(
         LabelWorker,

@@ -192,14 +192,18 @@ def label(
             _run(run, label_set, load_scorer, lexicon)
         except (RosPromptError, Interrupted, Exception) as exc:
             if summary_path:
-                run.summary.status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-                run.summary.error = getattr(exc, "message", None) or str(exc)
+                run.summary.status, run.summary.error = _failure(exc)
                 run.summary.write(summary_path)
             raise
         if summary_path:
             run.summary.write(summary_path)
     if run.summary.rejected:
         raise typer.Exit(4)
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """The --summary status and error of a run that stopped on `exc`."""
+    return ("interrupted" if isinstance(exc, Interrupted) else "failed"), getattr(exc, "message", None) or str(exc)
 
 
 def _run(
@@ -264,8 +268,7 @@ def _label_files(
                 rejected = rejected or run.summary.rejected > 0
     except (RosPromptError, Interrupted, Exception) as exc:
         if summary_path:
-            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
-            error = getattr(exc, "message", None) or str(exc)
+            status, error = _failure(exc)
             write_json_atomically(Path(summary_path), combined_summary(summaries, status, error, []), indent=2)
         raise
     if summary_path:
@@ -311,9 +314,8 @@ def _label_on_ray(
         result = label_with_ray(input, out, fmt, spec, label_set, options, cluster, chunk_rows, force)
     except (RosPromptError, Interrupted, Exception) as exc:
         if summary_path:
-            error = getattr(exc, "message", None) or str(exc)
+            status, error = _failure(exc)
             failed = RayResult(output=out, files=0, workers=0)
-            status = "interrupted" if isinstance(exc, Interrupted) else "failed"
             write_json_atomically(Path(summary_path), as_summary(failed, input, status, error), indent=2)
         raise
     if summary_path:
