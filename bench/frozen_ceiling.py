@@ -39,7 +39,7 @@ import quality as Q  # noqa: E402  (the benchmark's data loading and scoring)
 
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path  # noqa: E402
-from rosprompt_cli.scoring import prompted_embeddings, tokenize  # noqa: E402
+from rosprompt_cli.verbalizers.embed import prompted_embeddings, tokenize  # noqa: E402
 
 
 def embed(backbone, texts: list[str], prompt: SoftPrompt | None = None, batch_size: int = 32) -> torch.Tensor:

@@ -25,13 +25,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import build_corpus, label_names, write_jsonl  # noqa: E402
 
 import rosprompt_cli  # noqa: E402
-from rosprompt_cli.label_run import LabelRun, RunRequest  # noqa: E402
-from rosprompt_cli.labeling import LabelOptions  # noqa: E402
 from rosprompt_cli.labels import LabelSet  # noqa: E402
-try:
-    from rosprompt_cli.scorers import build_scorer  # noqa: E402
-except ImportError:  # commits before the MLM verbalizer kept it in scoring.py
-    from rosprompt_cli.scoring import build_scorer  # noqa: E402
+
+try:  # since the structure refactor (one ScorerSpec, file_run.py, frames.py)
+    from rosprompt_cli.file_run import FileRun, RunRequest  # noqa: E402
+    from rosprompt_cli.frames import LabelOptions  # noqa: E402
+    from rosprompt_cli.spec import ScorerSpec, build_scorer  # noqa: E402
+
+    def load_scorer():
+        return build_scorer(ScorerSpec(device="cpu"))
+except ImportError:  # earlier commits
+    from rosprompt_cli.label_run import LabelRun as FileRun, RunRequest  # noqa: E402
+    from rosprompt_cli.labeling import LabelOptions  # noqa: E402
+
+    try:
+        from rosprompt_cli.scorers import build_scorer as build_old  # noqa: E402
+    except ImportError:  # commits before the MLM verbalizer kept it in scoring.py
+        from rosprompt_cli.scoring import build_scorer as build_old  # noqa: E402
+
+    def load_scorer():
+        return build_old(None, "cpu")[0]
 
 
 @torch.inference_mode()
@@ -63,7 +76,7 @@ def label_seconds(scorer, corpus: Path, out: Path, batch_size: int | None) -> fl
     names = label_names(7)
     options = LabelOptions(batch_size=batch_size) if batch_size else LabelOptions()
     started = time.perf_counter()
-    with LabelRun(RunRequest(input=str(corpus), out=str(out), force=True), options, names) as run:
+    with FileRun(RunRequest(input=str(corpus), out=str(out), force=True), options, names) as run:
         run.prepare()
         run.execute(scorer, LabelSet.from_names(names))
     return time.perf_counter() - started
@@ -78,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = build_corpus(args.lines)
     texts = [r["text"] for r in rows]
-    scorer, _ = build_scorer(None, "cpu")
+    scorer = load_scorer()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = write_jsonl(rows, Path(tmp) / "corpus.jsonl")
         label_seconds(scorer, corpus, Path(tmp) / "warm.parquet", args.batch_size)

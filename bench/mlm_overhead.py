@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import build_corpus, label_names  # noqa: E402
 
 from rosprompt_cli.backbone import load_backbone  # noqa: E402
-from rosprompt_cli.expansion import expand_words  # noqa: E402
+from rosprompt_cli.verbalizers.expansion import expand_words  # noqa: E402
 from rosprompt_cli.labels import LabelSet  # noqa: E402
 from rosprompt_cli.lexicon import expand  # noqa: E402
-from rosprompt_cli.mlm import MlmScorer, excluded_tokens  # noqa: E402
+from rosprompt_cli.verbalizers.mlm import MlmScorer, excluded_tokens  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

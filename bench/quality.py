@@ -37,9 +37,9 @@ from rosprompt_cli import LabelSet, LabelledData, load_backbone
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.lexicon import expand, names_by_language, open_world_negatives
 from rosprompt_cli.metrics import accuracy, macro_f1
-from rosprompt_cli.mlm import MlmScorer, mask_features
-from rosprompt_cli.scorers import make_scorer
-from rosprompt_cli.scoring import prompted_embeddings, tokenize
+from rosprompt_cli.verbalizers.mlm import MlmScorer, mask_features
+from rosprompt_cli.verbalizers import make_scorer
+from rosprompt_cli.verbalizers.embed import prompted_embeddings, tokenize
 from rosprompt_cli.training import TrainConfig, train_prompt
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rosprompt_cli import LabelSet, evaluate, load_backbone, load_labelled
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 from rosprompt_cli.training import TrainConfig, train_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def main() -> None:
         data = load_labelled(str(SIB / "dev" / f"{lang}.tsv"), "text", "category")
         row = {"language": lang, "n": len(data)}
         for name, scorer in scorers.items():
-            report = evaluate(scorer, data, labels)
+            report = evaluate(scorer, data, labels, lexicon=False)  # English label names, as recorded
             row[name] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
         rows.append(row)
         print(lang, {k: round(v["accuracy"], 3) for k, v in row.items() if isinstance(v, dict)}, file=sys.stderr)

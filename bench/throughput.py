@@ -41,11 +41,11 @@ import polars as pl
 import torch
 
 from rosprompt_cli import LabelSet, load_backbone
-from rosprompt_cli.label_run import LabelRun, RunRequest
-from rosprompt_cli.labeling import LabelOptions
+from rosprompt_cli.file_run import FileRun, RunRequest
+from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.lexicon import load_lexicon
-from rosprompt_cli.scorers import build_scorer
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.spec import ScorerSpec, build_scorer
+from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
@@ -100,7 +100,7 @@ def label_run(scorer: EmbeddingScorer, corpus: Path, out: Path, names: list[str]
     """Seconds for one in-process `label` run: input check, label vectors, scoring, Parquet output."""
     started = time.perf_counter()
     options = LabelOptions(batch_size=batch_size)
-    with LabelRun(RunRequest(input=str(corpus), out=str(out), force=True), options, names) as run:
+    with FileRun(RunRequest(input=str(corpus), out=str(out), force=True), options, names) as run:
         run.prepare()
         run.execute(scorer, LabelSet.from_names(names))
     return time.perf_counter() - started
@@ -467,7 +467,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rosprompt-bench-") as tmp_name:
         tmp = Path(tmp_name)
         corpus = write_jsonl(rows, tmp / "corpus.jsonl")
-        prompted, _ = build_scorer(None, "cpu")
+        prompted = build_scorer(ScorerSpec(device="cpu"))
         batch_size = data["batch_size"] = args.batch_size or prompted.default_batch_size
         data["corpus_tokens"] = prompted.encode(texts).tokens
         plain = EmbeddingScorer(prompted.backbone, None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from rosprompt_cli.bundled import BUNDLED_ALIASES, IDENTITY_FILE, bundled_model_dir
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.paths import cache_home
 
 DEFAULT_MODEL = "bundled"
@@ -91,8 +91,7 @@ def check_placement(device: str, dtype: str, quantize: str) -> tuple[torch.devic
     """Validate --device, --dtype and --quantize together, before any model is loaded."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    if quantize not in QUANTIZE:
-        raise RosPromptError(f"--quantize {quantize!r}: expected one of {', '.join(QUANTIZE)}")
+    check_choice("--quantize", quantize, QUANTIZE)
     if quantize == "int8" and dev.type != "cpu":
         raise RosPromptError("--quantize int8 is for CPU; on a GPU use --dtype float16 or bfloat16 instead")
     return dev, torch_dtype
@@ -213,9 +212,6 @@ class MaskedLmHead(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.transform(hidden)
-
-    def vocab_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden))
 
     @property
     def decoder_bias(self) -> torch.Tensor:

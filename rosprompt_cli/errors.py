@@ -1,6 +1,22 @@
-"""The one exception type whose message is shown to users as it is."""
+"""The one exception type whose message is shown to users as it is, the exit codes, and the
+check of an option whose value must be one of a few choices."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit codes (README "Exit codes"). SIGINT/SIGTERM exit with the shell's
+    128 + signal number (interrupt.Interrupted)."""
+
+    OK = 0
+    ERROR = 1  # bad data, arguments or environment: one line says what and where
+    USAGE = 2  # Typer/Click usage error
+    INTERNAL = 3  # a bug: please report it
+    REJECTED = 4  # label: output published, but some input rows were set aside (the rejects file)
+    LOCKED = 5  # label: another run is writing the same output (output.OutputLocked)
 
 
 class RosPromptError(Exception):
@@ -10,4 +26,12 @@ class RosPromptError(Exception):
     (file, line, column) and what to do. The CLI prints it without a traceback.
     """
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
+
+
+def check_choice(flag: str, value: str, choices: Iterable[str]) -> str:
+    """`value` if it is one of `choices`, else the one-line error naming the option."""
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise RosPromptError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+    return value

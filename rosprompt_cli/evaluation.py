@@ -1,25 +1,102 @@
-"""`eval`: label a gold-labelled table and compare."""
+"""`eval`: label gold-labelled examples and compare.
+
+`evaluate` scores labelled data with a scorer under the same rules as the CLI: every gold label
+must be in the label set, and the lexicon default of spec.label_set_for applies. `run_eval` is
+the whole `rosprompt eval` (load the data, build the scorer, evaluate, write the metrics).
+"""
 
 from __future__ import annotations
 
-from rosprompt_cli.labelled import LabelledData
-from rosprompt_cli.labeling import score_texts
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.events import OnEvent, ignore, info
+from rosprompt_cli.examples import LabelledData, load_labelled
+from rosprompt_cli.frames import score_texts
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
-from rosprompt_cli.scorers import Scorer
+from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
+from rosprompt_cli.verbalizers import Scorer
+
+EVAL_SPLITS = ("test", "validation", "dev")  # a dataset's split to evaluate on, in order of preference
 
 
 def predict(
     scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
 ) -> list[str]:
+    """The best label of each text, scored with exactly the names of `label_set`."""
     probs = score_texts(scorer, texts, scorer.label_vectors(label_set), batch_size)
     names = label_set.names
     return [names[j] for j in probs.argmax(-1).tolist()]
 
 
+def check_gold_labels(data: LabelledData, label_set: LabelSet) -> None:
+    missing = sorted(set(data.labels) - set(label_set.names))
+    if missing:
+        raise RosPromptError(
+            f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
+        )
+
+
 def evaluate(
-    scorer: Scorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None
+    scorer: Scorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None,
+    lexicon: bool | None = None,
 ) -> Report:
-    """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`."""
-    predictions = predict(scorer, data.texts, label_set, batch_size)
-    return evaluate_predictions(data.labels, predictions, label_set.names, data.languages)
+    """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`. `lexicon`:
+    None for the default (lexicon names only without a prompt), as the CLI."""
+    check_gold_labels(data, label_set)
+    scored, _ = label_set_for(scorer, label_set, lexicon)
+    return _report(scorer, data, scored, batch_size)
+
+
+def _report(scorer: Scorer, data: LabelledData, scored: LabelSet, batch_size: int | None) -> Report:
+    predictions = predict(scorer, data.texts, scored, batch_size)
+    return evaluate_predictions(data.labels, predictions, scored.names, data.languages)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One `rosprompt eval`: labelled input (a table file, a datasets save_to_disk folder, or
+    hf:NAME[:split]), its columns, the labels (None: the gold labels), the scorer, and where
+    to write the metrics as JSON (None: nowhere)."""
+
+    input: str
+    text_col: str = "text"
+    label_col: str = "label"
+    lang_col: str | None = None
+    labels: LabelSet | None = None
+    scorer: ScorerSpec = field(default_factory=ScorerSpec)
+    lexicon: bool | None = None
+    batch_size: int | None = None
+    fmt: str | None = None
+    split: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    report: Report
+    source: str  # the input as shown to the user
+    note: str  # which prompt, and whether lexicon names were used
+    model: str
+
+    def as_dict(self) -> dict:
+        return self.report.as_dict() | {"input": self.source, "prompt": self.note, "model": self.model}
+
+
+def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
+    data = load_labelled(job.input, job.text_col, job.label_col, job.lang_col, job.fmt, job.split, EVAL_SPLITS)
+    label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
+    check_gold_labels(data, label_set)  # before the model loads
+    scorer = build_scorer(job.scorer)
+    scored, lexicon_note = label_set_for(scorer, label_set, job.lexicon)
+    note = scorer.prompt_note + lexicon_note
+    info(on_event, f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}, {len(scored)} labels, "
+                   f"{len(data):,} rows")
+    result = EvalResult(_report(scorer, data, scored, job.batch_size), data.source, note, scorer.backbone.name)
+    if job.output:
+        Path(job.output).write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        info(on_event, f"metrics written to {job.output}")
+    return result

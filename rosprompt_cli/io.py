@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.formats import STDIO, format_from_path, separator
 from rosprompt_cli.input_check import (
     SHOWN_LINES,
     FailOnReject,
@@ -28,34 +29,6 @@ from rosprompt_cli.input_check import (
     csv_problem,
     csv_records,
 )
-
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
-_EXTENSIONS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-STDIO = "-"
-
-
-def format_from_path(path: str, explicit: str | None = None, what: str = "input") -> str:
-    if explicit:
-        fmt = explicit.lower()
-        if fmt not in FORMATS:
-            raise RosPromptError(f"--format {explicit!r}: expected one of {', '.join(FORMATS)}")
-        return fmt
-    fmt = _EXTENSIONS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise RosPromptError(
-            f"{path}: cannot tell the {what} format from the extension; use .csv, .tsv, .jsonl or "
-            f".parquet, or pass --format"
-        )
-    return fmt
-
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -92,7 +65,7 @@ class TableSource:
 
     @property
     def separator(self) -> str:
-        return "\t" if self.fmt == "tsv" else ","
+        return separator(self.fmt)
 
     def _cannot_read(self, exc: BaseException) -> RosPromptError:
         return RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})")

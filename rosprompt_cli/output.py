@@ -19,9 +19,8 @@ from typing import BinaryIO
 
 import polars as pl
 
-from rosprompt_cli.errors import RosPromptError
-
-STDIO = "-"
+from rosprompt_cli.errors import ExitCode, RosPromptError
+from rosprompt_cli.formats import STDIO, separator
 
 
 def sidecar(target: Path, role: str) -> Path:
@@ -89,13 +88,8 @@ class TableWriter:
                 frame.write_parquet(self._part(self._parts))
                 self._parts += 1
             elif self.fmt in ("csv", "tsv"):
-                nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
-                if nested:
-                    raise RosPromptError(
-                        f"{self.display}: column {nested[0]!r} holds nested values (lists or objects) that "
-                        f"{self.fmt} cannot hold; write .jsonl or .parquet instead"
-                    )
-                frame.write_csv(self._fh, include_header=self._first, separator="\t" if self.fmt == "tsv" else ",")
+                refuse_nested(self.display, self.fmt, frame.schema)
+                frame.write_csv(self._fh, include_header=self._first, separator=separator(self.fmt))
             else:
                 frame.write_ndjson(self._fh)
         except pl.exceptions.ComputeError as exc:
@@ -155,6 +149,16 @@ class TableWriter:
             self.abort()
 
 
+def refuse_nested(display: str, fmt: str, schema: pl.Schema) -> None:
+    """CSV and TSV hold text: a column of lists or objects cannot be written to them."""
+    nested = [name for name, dtype in schema.items() if dtype.is_nested()]
+    if fmt in ("csv", "tsv") and nested:
+        raise RosPromptError(
+            f"{display}: column {nested[0]!r} holds nested values (lists or objects) that {fmt} output cannot "
+            f"hold; write .jsonl or .parquet instead"
+        )
+
+
 def check_output_path(target: Path, force: bool) -> None:
     if target.is_dir():
         raise RosPromptError(f"{target}: is a folder; give an output file name")
@@ -167,7 +171,7 @@ def check_output_path(target: Path, force: bool) -> None:
 
 
 class OutputLocked(RosPromptError):
-    exit_code = 5
+    exit_code = ExitCode.LOCKED
 
 
 class OutputLock:

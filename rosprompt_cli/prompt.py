@@ -44,7 +44,9 @@ class PromptMeta:
     def __post_init__(self) -> None:
         if self.prompt_length < 1:
             raise ValueError("prompt_length must be at least 1")
-        if self.verbalizer not in ("embed", "mlm"):
+        from rosprompt_cli.verbalizers import REGISTRY  # imports this module
+
+        if self.verbalizer not in REGISTRY:
             raise ValueError(f"unknown verbalizer {self.verbalizer!r}")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")

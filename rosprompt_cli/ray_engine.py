@@ -2,10 +2,10 @@
 
 Input files (a folder, a glob or one file; CSV, TSV, JSONL or Parquet, one format) are read
 with Ray Data's readers. A `map_batches` stage runs a fixed pool of `LabelWorker` actors; each
-loads the backbone and prompt once and labels its batches with labeling.prepare_frame and
-label_prepared, exactly as the local engine does. Output: a folder of Parquet shards, or one
-Parquet file when --out ends in .parquet. Either is written beside the target under a hidden
-name and renamed into place when complete, so a failed run publishes nothing.
+builds its scorer once from the same ScorerSpec as the local engine and labels its batches with
+frames.prepare_frame and label_prepared, exactly as the local engine does. Output: a folder of
+Parquet shards, or one Parquet file when --out ends in .parquet. Either is written beside the
+target under a hidden name and renamed into place when complete, so a failed run publishes nothing.
 
 Unlike the local engine there is no row-level pre-pass: a row Ray Data cannot read fails the
 run (as --on-error fail would), and a failed run is started again rather than resumed.
@@ -18,18 +18,21 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.formats import separator
+from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import csv_header, csv_records
 from rosprompt_cli.io import check_columns
-from rosprompt_cli.labeling import LabelOptions, refuse_column_clash, tally_labels
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.shards import input_files
+from rosprompt_cli.spec import ScorerSpec, build_scorer
+from rosprompt_cli.summary import tally_labels
 
 INSTALL_HINT = "--engine ray needs Ray Data, an optional extra: pip install 'rosprompt[ray]'"
 # Reading and writing are light next to scoring. Asking a CPU for each read or write task would
@@ -41,55 +44,41 @@ SHARD_MIN_ROWS = 100_000  # rows per output shard (the last ones may hold fewer)
 
 @dataclass(frozen=True)
 class RayRequest:
-    """Where the cluster is and what each worker gets."""
+    """Where the cluster is and what each worker gets; None: the default (given() names the
+    options that were set, which the local engine refuses)."""
 
     address: str | None = None  # None: start a local Ray instance on this machine
     num_workers: int | None = None  # None: as many as the cluster's CPUs (or GPUs) fit
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # None: 0, CPU workers
+    cpus_per_worker: float | None = None  # None: 1
 
     def __post_init__(self) -> None:
         if self.num_workers is not None and self.num_workers < 1:
             raise RosPromptError("--num-workers must be at least 1")
-        if self.gpus_per_worker < 0:
+        if self.gpus < 0:
             raise RosPromptError("--gpus-per-worker must be 0 or more")
-        if self.cpus_per_worker <= 0:
+        if self.cpus <= 0:
             raise RosPromptError("--cpus-per-worker must be more than 0")
 
+    @property
+    def gpus(self) -> float:
+        return self.gpus_per_worker or 0.0
+
+    @property
+    def cpus(self) -> float:
+        return self.cpus_per_worker or 1.0
+
+    def given(self) -> list[str]:
+        """The command-line flags of the options set."""
+        flags = {"--ray-address": self.address, "--num-workers": self.num_workers,
+                 "--gpus-per-worker": self.gpus_per_worker, "--cpus-per-worker": self.cpus_per_worker}
+        return [flag for flag, value in flags.items() if value is not None]
+
     def workers_that_fit(self, resources: dict[str, float]) -> int:
-        fit = int(resources.get("CPU", 0) // self.cpus_per_worker)
-        if self.gpus_per_worker > 0:
-            fit = min(fit, int(resources.get("GPU", 0) // self.gpus_per_worker))
+        fit = int(resources.get("CPU", 0) // self.cpus)
+        if self.gpus > 0:
+            fit = min(fit, int(resources.get("GPU", 0) // self.gpus))
         return fit
-
-
-@dataclass(frozen=True)
-class ScorerSpec:
-    """What a worker needs to build the same scorer as the driver (paths made absolute)."""
-
-    model: str | None
-    device: str
-    prompt: str | None
-    use_prompt: bool
-    max_length: int | None
-    dtype: str
-    quantize: str
-    verbalizer: str
-    mlm_options: dict[str, Any]
-
-    @staticmethod
-    def absolute(path: str | None) -> str | None:
-        """A local path made absolute (workers run in other folders); a hub id or name unchanged."""
-        if path is None or not Path(path).expanduser().exists():
-            return path
-        return str(Path(path).expanduser().resolve())
-
-    def build(self) -> Any:
-        from rosprompt_cli.scorers import build_scorer
-
-        scorer, _ = build_scorer(self.model, self.device, self.prompt, self.use_prompt, self.max_length,
-                                 self.dtype, self.quantize, self.verbalizer, self.mlm_options)
-        return scorer
 
 
 @dataclass
@@ -125,13 +114,13 @@ class LabelWorker:
 
         torch.set_num_threads(max(1, threads))
         _quiet_transformers()
-        self.scorer = spec.build()
+        self.scorer = build_scorer(spec)
         self.label_set = label_set
         self.options = options
         self.label_vectors = self.scorer.label_vectors(label_set)  # once per worker
 
     def __call__(self, batch: Any) -> Any:
-        from rosprompt_cli.labeling import label_prepared, prepare_frame
+        from rosprompt_cli.frames import label_prepared, prepare_frame
 
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
@@ -161,10 +150,9 @@ def check_target(out: str, force: bool) -> tuple[Path, bool]:
 
 def _csv_columns(files: list[Path], fmt: str) -> list[str]:
     """Every CSV file's header, which must be the same in all."""
-    separator = "\t" if fmt == "tsv" else ","
     header: list[str] | None = None
     for file in files:
-        this = csv_header(csv_records(file, separator), str(file))
+        this = csv_header(csv_records(file, separator(fmt)), str(file))
         if this is None:
             raise RosPromptError(f"{file}: the file is empty (no header, no rows)")
         if header is None:
@@ -184,7 +172,7 @@ def read_dataset(ray: Any, files: list[Path], fmt: str) -> Any:
         import pyarrow.csv as pacsv
 
         columns = _csv_columns(files, fmt)
-        parse = pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True)
+        parse = pacsv.ParseOptions(delimiter=separator(fmt), newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
                                        quoted_strings_can_be_null=True, null_values=[""])
         return ray.data.read_csv(paths, parse_options=parse, convert_options=convert, num_cpus=IO_CPUS)
@@ -246,22 +234,22 @@ def _run(ray: Any, files: list[Path], in_fmt: str, input_spec: str, target: Path
     workers = request.num_workers or request.workers_that_fit(ray.cluster_resources())
     if workers < 1:
         raise RosPromptError(
-            f"the Ray cluster has no room for one worker of {request.cpus_per_worker:g} CPU and "
-            f"{request.gpus_per_worker:g} GPU; lower --cpus-per-worker/--gpus-per-worker"
+            f"the Ray cluster has no room for one worker of {request.cpus:g} CPU and "
+            f"{request.gpus:g} GPU; lower --cpus-per-worker/--gpus-per-worker"
         )
     dataset = read_dataset(ray, files, in_fmt)
     columns = dataset.columns()
     check_columns(input_spec, columns, {"--text-col": options.text_col}, have="the files have")
-    refuse_column_clash(input_spec, columns, list(label_set.names), options)
+    OutputColumns(tuple(label_set.names), options).refuse_clash(input_spec, columns)
     labelled = dataset.map_batches(
         LabelWorker,
         fn_constructor_kwargs={"spec": spec, "label_set": label_set, "options": options,
-                               "threads": int(request.cpus_per_worker)},
+                               "threads": int(request.cpus)},
         batch_format="pyarrow",
         batch_size=chunk_rows,
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=request.cpus_per_worker,
-        num_gpus=request.gpus_per_worker,
+        num_cpus=request.cpus,
+        num_gpus=request.gpus,
     )
     result = RayResult(output=str(target), files=len(files), workers=workers)
     partial = target.with_name(f".{target.name}.partial")
@@ -352,12 +340,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists():
         path.unlink()
-
-
-def as_summary(result: RayResult, input_spec: str, status: str = "ok", error: str | None = None) -> dict:
-    """The --summary JSON of a Ray run: the local run's keys that apply, plus the engine."""
-    data = asdict(result)
-    data.update(input=input_spec, status=status, error=error, engine="ray", seconds=round(result.seconds, 3),
-                rows_per_second=round(result.rows / result.seconds, 2) if result.seconds > 0 else None,
-                label_counts=dict(result.label_counts.most_common()))
-    return data

@@ -8,17 +8,14 @@ the Ray engine hands the file list to Ray Data.
 from __future__ import annotations
 
 import glob
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.io import FORMATS, STDIO, format_from_path
+from rosprompt_cli.formats import STDIO, check_format, extension, format_from_path, is_table_file
 from rosprompt_cli.output import sidecar
 
 GLOB_CHARACTERS = "*?["
-OUTPUT_EXTENSIONS = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet"}
-_KNOWN_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq"}
 
 
 def is_multi_file(spec: str) -> bool:
@@ -35,7 +32,7 @@ def input_files(spec: str, fmt: str | None = None) -> tuple[list[Path], str]:
     path = Path(spec).expanduser()
     if path.is_dir():
         files = [p for p in path.iterdir()
-                 if p.is_file() and not p.name.startswith(".") and (fmt or p.suffix.lower() in _KNOWN_SUFFIXES)]
+                 if p.is_file() and not p.name.startswith(".") and (fmt or is_table_file(p))]
     elif path.is_file():
         files = [path]
     else:
@@ -68,12 +65,10 @@ def output_folder(out: str) -> Path:
 
 def per_file_outputs(files: list[Path], folder: Path, out_fmt: str | None) -> list[Path]:
     """FOLDER/<input name><extension of the output format> for each input (default Parquet)."""
-    fmt = (out_fmt or "parquet").lower()
-    if fmt not in FORMATS:
-        raise RosPromptError(f"--out-format {out_fmt!r}: expected one of {', '.join(FORMATS)}")
+    fmt = check_format(out_fmt, "--out-format") if out_fmt else "parquet"
     targets: dict[Path, Path] = {}
     for file in files:
-        target = folder / (file.stem + OUTPUT_EXTENSIONS[fmt])
+        target = folder / (file.stem + extension(fmt))
         if target in targets:
             raise RosPromptError(
                 f"{targets[target]} and {file}: both would be written to {target}; label them in separate runs"
@@ -110,20 +105,3 @@ def plan_jobs(files: list[Path], outputs: list[Path], force: bool, resume: bool)
         else:
             jobs.append(FileJob(file, target, False))
     return jobs, done
-
-
-def combined_summary(summaries: list[dict], status: str, error: str | None, skipped: list[Path]) -> dict:
-    """The --summary JSON of a multi-file run: totals, and each file's own summary."""
-    label_counts: Counter = Counter()
-    for one in summaries:
-        label_counts.update(one.get("label_counts", {}))
-    totals = {key: sum(one.get(key, 0) for one in summaries)
-              for key in ("rows_read", "rows", "labelled", "empty_text", "rejected", "seconds")}
-    totals["seconds"] = round(totals["seconds"], 3)
-    return {
-        "engine": "local", "status": status, "error": error, **totals,
-        "rows_per_second": round(totals["rows"] / totals["seconds"], 2) if totals["seconds"] > 0 else None,
-        "label_counts": dict(label_counts.most_common()),
-        "skipped_complete": [str(p) for p in skipped],
-        "files": summaries,
-    }

@@ -1,36 +1,40 @@
-"""Training a soft prompt for a frozen backbone (only the prompt vectors receive gradients)."""
+"""Training a soft prompt for a frozen backbone (only the prompt vectors receive gradients).
+
+`train_prompt` runs three phases, each a function of its own:
+1. `prepare`: check the labels, build the label-name pool and the verbalizer's training head,
+   leave out open-world negatives too close to a training label, tokenise, build the penalties;
+2. `fit`: the epoch loop (AdamW with warm-up and linear decay; loss = soft cross-entropy on
+   contrastively smoothed targets + λ · each penalty), keeping the epoch with the lowest dev loss;
+3. `package`: the kept vectors and everything a prompt file records.
+The loss terms are in objective.py, the penalties in penalties.py, the verbalizers' heads in
+verbalizers/.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from rosprompt_cli.backbone import Backbone
+from rosprompt_cli.backbone import Backbone, load_backbone
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.labelled import LabelledData
-from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.objective import (
-    class_vectors,
-    group_ids,
-    kl_to_zero_shot,
-    l2_to_init,
-    language_dropout_mask,
-    language_loss_variance,
-    smoothed_targets,
-    soft_cross_entropy,
-)
-from rosprompt_cli.mlm import MlmOptions, MlmScorer, mask_features
+from rosprompt_cli.events import OnEvent, ignore, info
+from rosprompt_cli.examples import LabelledData, load_labelled
+from rosprompt_cli.labels import GIVEN, LabelSet
+from rosprompt_cli.lexicon import names_by_language, open_world_negatives
+from rosprompt_cli.objective import language_dropout_mask, smoothed_targets, soft_cross_entropy
+from rosprompt_cli.penalties import Penalty, PenaltyContext, Step, build_penalties, penalty_names
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
-from rosprompt_cli.scorers import choose_verbalizer
-from rosprompt_cli.scoring import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE, EmbeddingScorer, prompted_embeddings, tokenize
+from rosprompt_cli.verbalizers import NamePool, TrainingHead, check_verbalizer, choose_verbalizer, training_head
+from rosprompt_cli.verbalizers.embed import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE
+from rosprompt_cli.verbalizers.label_vectors import class_vectors
+from rosprompt_cli.verbalizers.mlm import MlmOptions, MlmOverrides
 
-
-PENALTIES = ("none", "kl", "variance", "l2")
 # Label names keyed by language code, per label: {"sports": {"eng_Latn": ["sports"], ...}}.
 NamesByLanguage = dict[str, dict[str, list[str]]]
 
@@ -50,7 +54,7 @@ class TrainConfig:
     # RoSPrompt ingredients (objective.py); all off = plain cross-entropy soft prompt tuning.
     language_keep: float = 1.0  # label-language dropout: fraction of label languages kept per step
     smoothing: float = 0.0  # contrastive label smoothing ε
-    penalty: str = "none"  # none | kl | variance | l2
+    penalty: str = "none"  # none | kl | variance | l2, or several joined by + (penalties.py)
     penalty_weight: float = 0.0  # λ
     # Open-world negatives closer than this (cosine of class vectors) to a training class are
     # near-synonyms of it (tourism for travel), not contrasts, and are left out.
@@ -58,7 +62,7 @@ class TrainConfig:
     # Language-centred class vectors in training (objective.class_vectors). Off: on a 30-language
     # SIB-200 dev subsample they made the prompt over-fit (protocol G 55.4 vs 62.0 with plain means).
     centre_languages: bool = False
-    # auto: mlm for a masked LM, embed for an encoder without an MLM head (scorers.choose_verbalizer)
+    # auto: mlm for a masked LM, embed for an encoder without an MLM head (verbalizers.choose_verbalizer)
     verbalizer: str = "auto"
     mlm: MlmOptions = field(default_factory=MlmOptions)
 
@@ -77,8 +81,8 @@ class TrainConfig:
             raise RosPromptError("--language-keep must be in (0, 1]")
         if not 0.0 <= self.smoothing < 1.0:
             raise RosPromptError("--smoothing must be in [0, 1)")
-        if self.penalty not in PENALTIES:
-            raise RosPromptError(f"--penalty {self.penalty!r}: expected one of {', '.join(PENALTIES)}")
+        penalty_names(self.penalty)
+        check_verbalizer(self.verbalizer)
         if self.penalty_weight < 0:
             raise RosPromptError("--penalty-weight must be non-negative")
         if "{}" not in self.label_template:
@@ -109,44 +113,14 @@ def initial_prompt(backbone: Backbone, config: TrainConfig) -> torch.Tensor:
         return backbone.word_embeddings(torch.tensor(ids, device=backbone.device)).detach().float().clone()
 
 
+
+
 def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     width = int(mask.sum(1).max().item())
     return ids[:, :width], mask[:, :width]
 
 
-@dataclass
-class NamePool:
-    """Every label name to embed: its text, its class, its language (for dropout and variance)."""
-
-    texts: list[str]
-    owner: list[int]
-    languages: list[str]
-
-    @classmethod
-    def build(cls, label_set: LabelSet, extra: NamesByLanguage | None, negatives: NamesByLanguage | None) -> NamePool:
-        texts: list[str] = []
-        owner: list[int] = []
-        languages: list[str] = []
-
-        def add(class_index: int, language: str, name: str) -> None:
-            texts.append(name)
-            owner.append(class_index)
-            languages.append(language)
-
-        for name, owner_index, language in zip(*label_set.with_names(extra or {}).name_table()):
-            add(owner_index, language, name)
-        for k, by_language in enumerate((negatives or {}).values()):
-            for language, names in by_language.items():
-                for name in names:
-                    add(len(label_set) + k, language, name)
-        return cls(texts, owner, languages)
-
-    @property
-    def n_classes(self) -> int:
-        return max(self.owner) + 1
-
-
-def _drop_close_negatives(
+def drop_close_negatives(
     pool: NamePool, name_vectors: torch.Tensor, n_train: int, groups: torch.Tensor | None, limit: float
 ) -> tuple[NamePool, list[int]]:
     """Leave out the negative classes within `limit` cosine of a training class; returns the
@@ -162,108 +136,9 @@ def _drop_close_negatives(
     vectors = F.normalize(vectors - vectors.mean(0, keepdim=True), dim=-1)
     closeness = (vectors[n_train:] @ vectors[:n_train].T).max(1).values
     kept = [n_train + k for k in range(n_classes - n_train) if closeness[k] <= limit]
-    new_index = {c: c for c in range(n_train)} | {c: n_train + i for i, c in enumerate(kept)}
-    rows = [i for i, c in enumerate(pool.owner) if c in new_index]
-    filtered = NamePool([pool.texts[i] for i in rows], [new_index[pool.owner[i]] for i in rows], [pool.languages[i] for i in rows])
-    return filtered, rows
-
-
-def _complete_languages(pool: NamePool, n_classes: int) -> list[torch.Tensor]:
-    """One name mask [N] per label language that names every training class: the variance
-    penalty compares like with like."""
-    by_language: dict[str, set[int]] = {}
-    for language, c in zip(pool.languages, pool.owner):
-        if c < n_classes:
-            by_language.setdefault(language, set()).add(c)
-    complete = sorted(lang for lang, classes in by_language.items() if len(classes) == n_classes)
-    return [torch.tensor([lang == language for lang in pool.languages]) for language in complete]
-
-
-class TrainingHead:
-    """What the training loop needs from a verbalizer: text features (differentiable in the
-    prompt), class logits from them with a subset of label names, and one vector per label name
-    for label-to-label similarity."""
-
-    name_vectors: torch.Tensor  # [N, H]
-    pool: NamePool
-    groups: torch.Tensor | None = None  # label-language ids, for language-centred class vectors
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, C] over every class of the pool (training classes first); keep [N]: names used."""
-        raise NotImplementedError
-
-    def select(self, rows: list[int], pool: NamePool) -> None:
-        """Keep only these rows of the name pool (after open-world negatives are filtered)."""
-        raise NotImplementedError
-
-    @property
-    def owner(self) -> torch.Tensor:
-        return torch.tensor(self.pool.owner, device=self.name_vectors.device)
-
-    def class_similarity(self) -> torch.Tensor:
-        vectors = class_vectors(self.name_vectors, self.owner, self.pool.n_classes, groups=self.groups)
-        return vectors @ vectors.T
-
-
-class EmbedHead(TrainingHead):
-    """Sentence vectors of prompted texts against class vectors from label-name embeddings."""
-
-    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
-        self.backbone, self.config, self.pool = backbone, config, pool
-        # Label names are embedded once, without the prompt, exactly as at inference; clone():
-        # leave inference mode so the vectors can enter the autograd graph.
-        self.name_vectors = EmbeddingScorer(backbone, None, config.label_template).name_vectors(pool.texts).clone()
-        self._set_groups()
-
-    def _set_groups(self) -> None:
-        # Language-centred class vectors only if asked for (config.centre_languages).
-        centre = self.config.centre_languages and len(set(self.pool.languages)) > 1
-        self.groups = group_ids(self.pool.languages, self.name_vectors.device) if centre else None
-
-    def select(self, rows: list[int], pool: NamePool) -> None:
-        self.name_vectors, self.pool = self.name_vectors[rows], pool
-        self._set_groups()
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = tokenize(self.backbone, texts, self.backbone.text_prefix, self.config.prompt_length, self.config.max_length)
-        return enc["input_ids"], enc["attention_mask"]
-
-    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        return prompted_embeddings(self.backbone, ids, mask, prompt)
-
-    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        keep = None if keep is None else keep.to(self.name_vectors.device)
-        classes = class_vectors(self.name_vectors, self.owner, self.pool.n_classes, keep, self.groups)
-        return features @ classes.T / self.config.temperature
-
-
-class MlmHead(TrainingHead):
-    """MLM logits at the template's mask, read through the NPPrompt expansion of the label names."""
-
-    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
-        self.backbone, self.config, self.pool = backbone, config, pool
-        self.scorer = MlmScorer(backbone, None, config.mlm, max_length=config.max_length)
-        self.expansion = self.scorer.expand(pool.texts, pool.owner, pool.languages, pool.n_classes)
-        self.name_vectors = self.expansion.embedding_vectors(backbone.word_embeddings.weight)
-
-    def select(self, rows: list[int], pool: NamePool) -> None:
-        self.expansion = self.expansion.subset(rows, pool.owner, pool.languages, pool.n_classes)
-        self.name_vectors, self.pool = self.name_vectors[rows], pool
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.scorer.encode(texts, prompt_length=self.config.prompt_length).padded()
-
-    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
-        return self.expansion.scores_at_mask(mask_features(self.backbone, ids, mask, prompt))
-
-    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        return self.expansion.class_scores(features, keep)
+    new_class = {c: c for c in range(n_train)} | {c: n_train + i for i, c in enumerate(kept)}
+    rows = [i for i, c in enumerate(pool.owner) if c in new_class]
+    return pool.subset(rows, new_class), rows
 
 
 def _features(head: TrainingHead, encoded: tuple[torch.Tensor, torch.Tensor], prompt: torch.Tensor | None,
@@ -278,28 +153,169 @@ def _features(head: TrainingHead, encoded: tuple[torch.Tensor, torch.Tensor], pr
     return features.clone()  # clone: usable outside inference mode
 
 
-def _penalty(
+@dataclass
+class TrainingSetup:
+    """What `prepare` builds and `fit` trains with."""
+
+    config: TrainConfig
+    verbalizer: str
+    head: TrainingHead
+    pool: NamePool  # training classes first, then the open-world negatives kept
+    n_train: int  # training classes
+    similarity: torch.Tensor  # [C, C] class-to-class similarity, for label smoothing
+    encoded: tuple[torch.Tensor, torch.Tensor]  # the training texts' ids and mask
+    targets: torch.Tensor
+    dev_encoded: tuple[torch.Tensor, torch.Tensor] | None
+    dev_targets: torch.Tensor | None
+    init: torch.Tensor  # the prompt's initial vectors
+    penalties: list[Penalty]
+    generator: torch.Generator  # example order and label-language dropout
+    train_examples: int
+    dev_examples: int
+
+
+def prepare(
+    backbone: Backbone,
+    train: LabelledData,
+    label_set: LabelSet,
     config: TrainConfig,
-    head: TrainingHead,
-    logits: torch.Tensor,
-    features: torch.Tensor,
-    gold: torch.Tensor,
-    keep: torch.Tensor | None,
-    language_masks: list[torch.Tensor],
-    zero_shot: torch.Tensor | None,
-    n_train: int,
-    prompt: torch.Tensor,
-    init: torch.Tensor,
-) -> torch.Tensor:
-    if config.penalty == "kl":
-        assert zero_shot is not None
-        return kl_to_zero_shot(logits, head.class_logits(zero_shot, keep))
-    if config.penalty == "variance":
-        per_language = torch.stack([head.class_logits(features, m)[:, :n_train] for m in language_masks])
-        return language_loss_variance(per_language, gold)
-    if config.penalty == "l2":
-        return l2_to_init(prompt, init)
-    return logits.new_zeros(())
+    dev: LabelledData | None = None,
+    extra_names: NamesByLanguage | None = None,
+    negatives: NamesByLanguage | None = None,
+) -> TrainingSetup:
+    """Phase 1: everything the epoch loop needs, every check done before training starts."""
+    index = {name: i for i, name in enumerate(label_set.names)}
+    for data in (train, dev):
+        if data is None:
+            continue
+        unknown = sorted(set(data.labels) - set(index))
+        if unknown:
+            raise RosPromptError(f"{data.source}: labels {unknown} are not in the label set {label_set.names}")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    verbalizer = choose_verbalizer(config.verbalizer, backbone)
+    pool = NamePool.build(label_set, extra_names, negatives)
+    head = training_head(verbalizer, backbone, config, pool)
+    n_train = len(label_set)
+    if negatives:
+        pool, rows = drop_close_negatives(pool, head.name_vectors, n_train, head.groups, config.negative_max_similarity)
+        head.select(rows, pool)
+    similarity = head.class_similarity()
+
+    encoded = head.encode(train.texts)
+    targets = torch.tensor([index[y] for y in train.labels], device=backbone.device)
+    dev_encoded = head.encode(dev.texts) if dev else None
+    dev_targets = torch.tensor([index[y] for y in dev.labels], device=backbone.device) if dev else None
+    init = initial_prompt(backbone, config)
+    # The KL penalty compares with the backbone's own (prompt-free) view of each training text.
+    context = PenaltyContext(head, pool, n_train, init, zero_shot=lambda: _features(head, encoded, None))
+    penalties = build_penalties(config.penalty, context) if config.penalty_weight > 0 else []
+    return TrainingSetup(config, verbalizer, head, pool, n_train, similarity, encoded, targets, dev_encoded,
+                         dev_targets, init, penalties, generator, len(train), len(dev) if dev else 0)
+
+
+@dataclass
+class FitResult:
+    vectors: torch.Tensor  # the kept epoch's prompt
+    logs: list[EpochLog]
+    best: EpochLog
+
+
+def fit(setup: TrainingSetup, on_epoch: Callable[[EpochLog], None] | None = None) -> FitResult:
+    """Phase 2: the epoch loop; the epoch with the lowest dev loss is kept (else the last)."""
+    config, head, generator = setup.config, setup.head, setup.generator
+    ids, mask = setup.encoded
+    n = setup.train_examples
+    prompt = torch.nn.Parameter(setup.init.clone())
+    optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
+    total_steps = math.ceil(n / config.batch_size) * config.epochs
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then linear decay to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    best_vectors = prompt.detach().clone()
+    best_dev_loss = math.inf
+    logs: list[EpochLog] = []
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(n, generator=generator)
+        epoch_loss = 0.0
+        for start in range(0, n, config.batch_size):
+            rows = order[start : start + config.batch_size]
+            features = head.features(*_trim(ids[rows], mask[rows]), prompt)
+            gold = setup.targets[rows.to(setup.targets.device)]
+            keep = None
+            if config.language_keep < 1.0:
+                keep = language_dropout_mask(setup.pool.languages, config.language_keep, generator)
+            logits = head.class_logits(features, keep)
+            if config.smoothing > 0:
+                q = smoothed_targets(gold, setup.similarity, config.smoothing, n_targets=setup.n_train)
+            else:
+                q = F.one_hot(gold, setup.pool.n_classes).float()
+            loss = soft_cross_entropy(logits, q)
+            step = Step(rows, features, logits, gold, keep, prompt)
+            for penalty in setup.penalties:
+                loss = loss + config.penalty_weight * penalty(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            epoch_loss += loss.item() * len(rows)
+        log = EpochLog(epoch, epoch_loss / n, None, None)
+        if setup.dev_encoded is not None:
+            assert setup.dev_targets is not None
+            # dev selection: the training classes, all their names
+            dev_logits = head.class_logits(_features(head, setup.dev_encoded, prompt.detach()))[:, : setup.n_train]
+            log.dev_loss = F.cross_entropy(dev_logits, setup.dev_targets).item()
+            log.dev_accuracy = (dev_logits.argmax(-1) == setup.dev_targets).float().mean().item()
+            if log.dev_loss < best_dev_loss:
+                best_dev_loss = log.dev_loss
+                best_vectors = prompt.detach().clone()
+        else:
+            best_vectors = prompt.detach().clone()
+        logs.append(log)
+        if on_epoch:
+            on_epoch(log)
+    best = min(logs, key=lambda lg: lg.dev_loss) if setup.dev_encoded is not None else logs[-1]  # type: ignore[arg-type, return-value]
+    return FitResult(best_vectors, logs, best)
+
+
+def package(backbone: Backbone, setup: TrainingSetup, fitted: FitResult, label_set: LabelSet,
+            seconds: float) -> SoftPrompt:
+    """Phase 3: the kept vectors with everything a prompt file records."""
+    config, best, pool = setup.config, fitted.best, setup.pool
+    metrics = {
+        "train_examples": setup.train_examples,
+        "dev_examples": setup.dev_examples,
+        "selected_epoch": best.epoch,
+        "train_loss": round(best.train_loss, 6),
+        "dev_loss": None if best.dev_loss is None else round(best.dev_loss, 6),
+        "dev_accuracy": None if best.dev_accuracy is None else round(best.dev_accuracy, 6),
+        "seconds": round(seconds, 2),
+        "label_names": sum(1 for c in pool.owner if c < setup.n_train),
+        "label_languages": len(set(pool.languages)),
+        "open_world_negatives": pool.n_classes - setup.n_train,
+    }
+    meta = PromptMeta(
+        backbone_name=backbone.name,
+        backbone_hash=backbone.content_hash,
+        hidden_size=backbone.hidden_size,
+        prompt_length=config.prompt_length,
+        backbone_source=backbone.source,
+        verbalizer=setup.verbalizer,
+        verbalizer_options=asdict(config.mlm) if setup.verbalizer == "mlm" else {},
+        text_prefix=backbone.text_prefix,
+        label_template=config.label_template,
+        temperature=config.temperature if setup.verbalizer == "embed" else 1.0,
+        train_labels=label_set.as_dict(),
+        hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature", "mlm")},
+        metrics=metrics,
+    )
+    return SoftPrompt(fitted.vectors.cpu(), meta)
 
 
 def train_prompt(
@@ -312,132 +328,82 @@ def train_prompt(
     extra_names: NamesByLanguage | None = None,
     negatives: NamesByLanguage | None = None,
 ) -> SoftPrompt:
-    """Train the prompt; the checkpoint with the lowest dev loss is kept.
+    """Train the prompt (prepare, fit, package); the checkpoint with the lowest dev loss is kept.
 
     With the defaults of TrainConfig this is plain cross-entropy soft prompt tuning. The
     RoSPrompt ingredients: `extra_names` (more names per label, by language: multilingual
     labels) with `language_keep` < 1 (label-language dropout); `smoothing` > 0 (contrastive
     label smoothing), `negatives` (open-world classes that are never a target); `penalty`.
     """
-    index = {name: i for i, name in enumerate(label_set.names)}
-    for data in (train, dev):
-        if data is None:
-            continue
-        unknown = sorted(set(data.labels) - set(index))
-        if unknown:
-            raise RosPromptError(f"{data.source}: labels {unknown} are not in the label set {label_set.names}")
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    setup = prepare(backbone, train, label_set, config, dev, extra_names, negatives)
+    fitted = fit(setup, on_epoch)
+    return package(backbone, setup, fitted, label_set, time.perf_counter() - started)
 
-    verbalizer = choose_verbalizer(config.verbalizer, backbone)
-    pool = NamePool.build(label_set, extra_names, negatives)
-    head: TrainingHead = MlmHead(backbone, config, pool) if verbalizer == "mlm" else EmbedHead(backbone, config, pool)
-    n_train_classes = len(label_set)
-    if negatives:
-        pool, rows = _drop_close_negatives(pool, head.name_vectors, n_train_classes, head.groups, config.negative_max_similarity)
-        head.select(rows, pool)
-    n_classes = pool.n_classes
-    similarity = head.class_similarity()
-    language_masks: list[torch.Tensor] = []
-    if config.penalty == "variance" and config.penalty_weight > 0:
-        language_masks = _complete_languages(pool, n_train_classes)
-        if len(language_masks) < 2:
-            raise RosPromptError("--penalty variance needs label names in at least two languages for every class")
 
-    enc = head.encode(train.texts)
-    targets = torch.tensor([index[y] for y in train.labels], device=backbone.device)
-    dev_enc = head.encode(dev.texts) if dev else None
-    dev_targets = torch.tensor([index[y] for y in dev.labels], device=backbone.device) if dev else None
+DEV_SPLITS = ("validation", "dev", "test")  # a dataset's split to select epochs on, in order of preference
 
-    # The KL penalty compares with the backbone's own (prompt-free) view of each training text.
-    zero_shot = _features(head, enc, None) if config.penalty == "kl" else None
 
-    init = initial_prompt(backbone, config)
-    prompt = torch.nn.Parameter(init.clone())
-    optimizer = torch.optim.AdamW([prompt], lr=config.lr, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup_fraction * total_steps))
+@dataclass(frozen=True)
+class TrainJob:
+    """One `rosprompt train`: labelled data (a table file, a datasets save_to_disk folder, or
+    hf:NAME[:split]) to a prompt file at `out`.
 
-    def lr_factor(step: int) -> float:  # linear warm-up, then linear decay to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    labels: the label set, e.g. with more names per label (None: the gold labels). shots: that
+    many examples per class, sampled with config.seed (None: all). lexicon: also name each label
+    the lexicon knows in its ~40 languages (multilingual labels). negatives: open-world
+    negative classes from the lexicon. mlm: the MLM options given (the MLM verbalizer only).
+    """
 
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    input: str
+    out: str
+    config: TrainConfig = field(default_factory=lambda: ROSPROMPT_DEFAULTS)
+    text_col: str = "text"
+    label_col: str = "label"
+    labels: LabelSet | None = None
+    shots: int | None = None
+    dev: str | None = None
+    fmt: str | None = None
+    split: str | None = None
+    force: bool = False
+    model: str | None = None
+    device: str = "auto"
+    lexicon: bool = True
+    negatives: bool = False
+    mlm: MlmOverrides = field(default_factory=MlmOverrides)
 
-    best_vectors = prompt.detach().clone()
-    best_dev_loss = math.inf
-    logs: list[EpochLog] = []
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(train), generator=generator)
-        epoch_loss = 0.0
-        for start in range(0, len(train), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            features = head.features(*_trim(enc[0][idx], enc[1][idx]), prompt)
-            gold = targets[idx.to(targets.device)]
-            keep = None
-            if config.language_keep < 1.0:
-                keep = language_dropout_mask(pool.languages, config.language_keep, generator)
-            logits = head.class_logits(features, keep)
-            if config.smoothing > 0:
-                q = smoothed_targets(gold, similarity, config.smoothing, n_targets=n_train_classes)
-            else:
-                q = F.one_hot(gold, n_classes).float()
-            loss = soft_cross_entropy(logits, q)
-            if config.penalty_weight > 0:
-                zero_shot_batch = zero_shot[idx.to(zero_shot.device)] if zero_shot is not None else None
-                loss = loss + config.penalty_weight * _penalty(
-                    config, head, logits, features, gold, keep, language_masks, zero_shot_batch, n_train_classes,
-                    prompt, init,
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            epoch_loss += loss.item() * len(idx)
-        log = EpochLog(epoch, epoch_loss / len(train), None, None)
-        if dev_enc is not None:
-            # dev selection: the training classes, all their names
-            dev_logits = head.class_logits(_features(head, dev_enc, prompt.detach()))[:, :n_train_classes]
-            log.dev_loss = F.cross_entropy(dev_logits, dev_targets).item()
-            log.dev_accuracy = (dev_logits.argmax(-1) == dev_targets).float().mean().item()
-            if log.dev_loss < best_dev_loss:
-                best_dev_loss = log.dev_loss
-                best_vectors = prompt.detach().clone()
-        else:
-            best_vectors = prompt.detach().clone()
-        logs.append(log)
-        if on_epoch:
-            on_epoch(log)
+    def __post_init__(self) -> None:
+        if Path(self.out).exists() and not self.force:
+            raise RosPromptError(f"{self.out}: prompt file exists; pass --force to overwrite it")
+        if self.shots is not None and self.shots < 1:
+            raise RosPromptError("--shots must be at least 1")
+        if self.config.verbalizer == "embed":
+            self.mlm.refuse()
 
-    best = min(logs, key=lambda lg: lg.dev_loss) if dev_enc is not None else logs[-1]
-    metrics = {
-        "train_examples": len(train),
-        "dev_examples": len(dev) if dev else 0,
-        "selected_epoch": best.epoch,
-        "train_loss": round(best.train_loss, 6),
-        "dev_loss": None if best.dev_loss is None else round(best.dev_loss, 6),
-        "dev_accuracy": None if best.dev_accuracy is None else round(best.dev_accuracy, 6),
-        "seconds": round(time.perf_counter() - started, 2),
-        "label_names": sum(1 for c in pool.owner if c < n_train_classes),
-        "label_languages": len(set(pool.languages)),
-        "open_world_negatives": n_classes - n_train_classes,
-    }
-    meta = PromptMeta(
-        backbone_name=backbone.name,
-        backbone_hash=backbone.content_hash,
-        hidden_size=backbone.hidden_size,
-        prompt_length=config.prompt_length,
-        backbone_source=backbone.source,
-        verbalizer=verbalizer,
-        verbalizer_options=asdict(config.mlm) if verbalizer == "mlm" else {},
-        text_prefix=backbone.text_prefix,
-        label_template=config.label_template,
-        temperature=config.temperature if verbalizer == "embed" else 1.0,
-        train_labels=label_set.as_dict(),
-        hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature", "mlm")},
-        metrics=metrics,
-    )
-    return SoftPrompt(best_vectors.cpu(), meta)
+
+def run_train(job: TrainJob, on_event: OnEvent = ignore) -> SoftPrompt:
+    """Load the data and the backbone, train (train_prompt), and save the prompt to `job.out`."""
+    config = replace(job.config, mlm=MlmOptions().with_overrides(job.mlm))
+    data = load_labelled(job.input, job.text_col, job.label_col, None, job.fmt, job.split)
+    if job.shots is not None:
+        data = data.sample_per_class(job.shots, config.seed)
+    dev = load_labelled(job.dev, job.text_col, job.label_col, None, None, None, DEV_SPLITS) if job.dev else None
+    label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
+    backbone = load_backbone(job.model, job.device, dtype="float32")  # gradients through the frozen model in full precision
+    chosen = choose_verbalizer(config.verbalizer, backbone)
+    if chosen == "embed":
+        job.mlm.refuse()
+    info(on_event, f"training a {config.prompt_length}-vector prompt for {backbone.name} ({chosen} verbalizer) on "
+                   f"{len(data)} examples, {len(label_set)} labels")
+
+    def report(log: EpochLog) -> None:
+        dev_part = f", dev loss {log.dev_loss:.4f}, dev acc {log.dev_accuracy:.3f}" if log.dev_loss is not None else ""
+        info(on_event, f"epoch {log.epoch}/{config.epochs}: train loss {log.train_loss:.4f}{dev_part}")
+
+    extra = names_by_language(label_set) if job.lexicon else None
+    negative_topics = open_world_negatives(label_set, None if job.lexicon else {GIVEN}) if job.negatives else None
+    prompt = train_prompt(backbone, data, label_set, config, dev, on_epoch=report, extra_names=extra,
+                          negatives=negative_topics)
+    prompt.save(job.out)
+    info(on_event, f"saved {job.out} (epoch {prompt.meta.metrics['selected_epoch']} kept)")
+    return prompt

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from rosprompt_cli.batching import EncodedTexts, encode_texts
-from rosprompt_cli.label_run import LabelRun, RunRequest
-from rosprompt_cli.labeling import LabelOptions
+from rosprompt_cli.file_run import FileRun, RunRequest
+from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prefetch import prefetched
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 
 from conftest import SAMPLES, SIB_LABELS
 
@@ -124,7 +124,7 @@ def _label_file(scorer, path, tmp_path, batch_size, chunk_rows, name) -> pl.Data
     out = tmp_path / f"{name}.parquet"
     options = LabelOptions(batch_size=batch_size, top_k=2, all_scores=True)
     labels = SIB_LABELS.split(",")
-    with LabelRun(RunRequest(input=str(path), out=str(out), chunk_rows=chunk_rows), options, labels) as run:
+    with FileRun(RunRequest(input=str(path), out=str(out), chunk_rows=chunk_rows), options, labels) as run:
         run.prepare()
         run.execute(scorer, LabelSet.from_names(labels))
     return pl.read_parquet(out)

@@ -25,7 +25,7 @@ def test_q4_0_block_dequantises_low_nibbles_then_high():
 
 
 def test_converted_model_embeds_meaning_across_languages(backbone):
-    from rosprompt_cli.scoring import EmbeddingScorer
+    from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 
     scorer = EmbeddingScorer(backbone)
     v = scorer.text_vectors([
@@ -56,7 +56,7 @@ def test_conversion_is_safe_when_two_processes_race(tmp_path):
 
 
 def test_empty_prompt_equals_the_plain_sentence_embedding(backbone):
-    from rosprompt_cli.scoring import prompted_embeddings, tokenize
+    from rosprompt_cli.verbalizers.embed import prompted_embeddings, tokenize
 
     enc = tokenize(backbone, ["Short.", "A somewhat longer sentence about rivers and lakes."], "query: ", 0)
     plain = prompted_embeddings(backbone, enc["input_ids"], enc["attention_mask"], None)

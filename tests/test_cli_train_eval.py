@@ -52,7 +52,7 @@ def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path
 
 
 def test_training_is_deterministic_for_a_seed(backbone):
-    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import LabelSet
     from rosprompt_cli.training import TrainConfig, train_prompt
 
@@ -153,7 +153,7 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
     ],
 )
 def test_each_rosprompt_ingredient_trains_deterministically(backbone, options):
-    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import load_label_file
     from rosprompt_cli.lexicon import names_by_language, open_world_negatives
     from rosprompt_cli.training import TrainConfig, train_prompt
@@ -179,13 +179,13 @@ def test_each_rosprompt_ingredient_trains_deterministically(backbone, options):
 
 
 def test_near_synonym_negatives_are_left_out():
-    from rosprompt_cli.training import NamePool, _drop_close_negatives
+    from rosprompt_cli.training import NamePool, drop_close_negatives
 
     # training classes 0, 1; negatives 2 (close to class 0) and 3 (far from both); every vector
     # also shares a common direction (dimension 3), as sentence embeddings do, which centring removes
     vectors = torch.tensor([[1.0, 0.0, 0.0, 3.0], [0.0, 1.0, 0.0, 3.0], [0.9, 0.1, 0.0, 3.0], [0.0, 0.0, 1.0, 3.0]])
     pool = NamePool(["a", "b", "a-ish", "c"], [0, 1, 2, 3], ["eng_Latn"] * 4)
-    kept, rows = _drop_close_negatives(pool, vectors, 2, None, 0.3)
+    kept, rows = drop_close_negatives(pool, vectors, 2, None, 0.3)
     assert kept.texts == ["a", "b", "c"] and kept.owner == [0, 1, 2]
     assert rows == [0, 1, 3]
 
@@ -205,7 +205,7 @@ def test_train_cli_accepts_the_rosprompt_options(cli, tmp_path):
 
 def test_variance_penalty_without_two_label_languages_fails_before_training(backbone):
     from rosprompt_cli.errors import RosPromptError
-    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import LabelSet
     from rosprompt_cli.training import TrainConfig, train_prompt
 

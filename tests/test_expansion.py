@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.expansion import WordExpansion, aggregate_words, nearest_tokens
+from rosprompt_cli.verbalizers.expansion import WordExpansion, aggregate_words, nearest_tokens
 
 # Five tokens in 2-D; the rows have different lengths, so cosine is not the plain dot product.
 EMBEDDINGS = torch.tensor([[2.0, 0.0], [0.8, 0.6], [0.0, 3.0], [-1.0, 0.0], [0.6, 0.8]])

@@ -22,7 +22,7 @@ def mlm_backbone(tiny_mlm_dir):
 
 
 def test_a_masked_lm_gets_the_mlm_verbalizer_and_an_encoder_the_embedding_one(mlm_backbone, backbone):
-    from rosprompt_cli.scorers import choose_verbalizer
+    from rosprompt_cli.verbalizers import choose_verbalizer
 
     assert mlm_backbone.mlm_head is not None and backbone.mlm_head is None
     assert choose_verbalizer("auto", mlm_backbone) == "mlm"
@@ -33,7 +33,7 @@ def test_a_masked_lm_gets_the_mlm_verbalizer_and_an_encoder_the_embedding_one(ml
 
 
 def test_word_queries_use_the_first_meaningful_piece_or_the_mean(mlm_backbone):
-    from rosprompt_cli.expansion import word_queries
+    from rosprompt_cli.verbalizers.expansion import word_queries
 
     tok = mlm_backbone.tokenizer
     table = mlm_backbone.word_embeddings.weight
@@ -48,7 +48,7 @@ def test_word_queries_use_the_first_meaningful_piece_or_the_mean(mlm_backbone):
 
 
 def test_template_keeps_its_mask_and_truncates_only_the_text(mlm_backbone):
-    from rosprompt_cli.mlm import MlmOptions, MlmScorer
+    from rosprompt_cli.verbalizers.mlm import MlmOptions, MlmScorer
 
     tok = mlm_backbone.tokenizer
     scorer = MlmScorer(mlm_backbone, options=MlmOptions(template="{text} Topic: {mask}."), max_length=12)
@@ -66,7 +66,7 @@ def test_template_keeps_its_mask_and_truncates_only_the_text(mlm_backbone):
 
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_mask_position_is_found_in_every_row_whatever_the_padding(mlm_backbone, side):
-    from rosprompt_cli.mlm import mask_positions, right_aligned
+    from rosprompt_cli.verbalizers.mlm import mask_positions, right_aligned
 
     tok = mlm_backbone.tokenizer
     texts = ["<mask> one", "two words <mask>", "many more words before the <mask> and after it", "x <mask>"]
@@ -85,7 +85,7 @@ def test_mask_position_is_found_in_every_row_whatever_the_padding(mlm_backbone, 
 
 def test_scores_do_not_depend_on_batch_padding_or_side(mlm_backbone):
     from rosprompt_cli.labels import LabelSet
-    from rosprompt_cli.mlm import MlmScorer, mask_logits
+    from rosprompt_cli.verbalizers.mlm import MlmScorer, mask_logits
     from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 
     torch.manual_seed(1)
@@ -114,7 +114,7 @@ def test_scores_do_not_depend_on_batch_padding_or_side(mlm_backbone):
 def test_the_decoder_shortcut_equals_the_full_vocabulary_logits(mlm_backbone):
     from rosprompt_cli.labels import LabelSet
     from rosprompt_cli.lexicon import expand
-    from rosprompt_cli.mlm import MlmScorer, mask_logits
+    from rosprompt_cli.verbalizers.mlm import MlmScorer, mask_logits
 
     scorer = MlmScorer(mlm_backbone)
     labels = scorer.label_vectors(expand(LabelSet.from_names(["sports", "politics", "health"])))
@@ -125,7 +125,7 @@ def test_the_decoder_shortcut_equals_the_full_vocabulary_logits(mlm_backbone):
 
 
 def test_mlm_training_is_deterministic_and_moves_the_prompt(mlm_backbone):
-    from rosprompt_cli.labelled import load_labelled
+    from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import LabelSet
     from rosprompt_cli.lexicon import names_by_language
     from rosprompt_cli.training import TrainConfig, initial_prompt, train_prompt

@@ -54,10 +54,14 @@ def test_resume_keeps_finished_outputs_and_existing_ones_need_force(cli, csv_fol
     refused = cli("label", csv_folder, "--labels", LABELS, "--out", out, check=False)
     assert refused.returncode == 1 and "one.parquet: output file exists" in refused.stderr.decode()
     assert sorted(p.name for p in out.iterdir()) == ["one.parquet"], "refused before labelling anything"
-    proc = cli("label", csv_folder, "--labels", LABELS, "--out", out, "--resume", check=False)
+    summary = tmp_path / "summary.json"
+    proc = cli("label", csv_folder, "--labels", LABELS, "--out", out, "--resume", "--summary", summary, check=False)
     assert proc.returncode == 4 and "1 of 2 outputs are complete already" in proc.stderr.decode()
     assert (out / "one.parquet").stat().st_mtime_ns == before
     assert pl.read_parquet(out / "two.parquet").height == 15
+    report = json.loads(summary.read_text())
+    assert report["skipped_complete"] == [str(out / "one.parquet")]  # the outputs --resume kept as complete
+    assert [Path(one["output"]).name for one in report["files"]] == ["two.parquet"]
 
 
 def test_glob_input_and_name_clashes(cli, tmp_path):

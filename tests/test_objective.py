@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from rosprompt_cli.objective import (
-    class_vectors,
-    group_ids,
     kl_to_zero_shot,
     l2_to_init,
     language_dropout_mask,
@@ -18,6 +16,7 @@ from rosprompt_cli.objective import (
     smoothed_targets,
     soft_cross_entropy,
 )
+from rosprompt_cli.verbalizers.label_vectors import class_vectors, group_ids
 
 SIM = torch.tensor([[1.0, 0.6, 0.2], [0.6, 1.0, -0.1], [0.2, -0.1, 1.0]])
 

@@ -1,5 +1,5 @@
 """Property: any table of strings and numbers comes back from `label` with every column and row
-intact, in CSV, JSONL and Parquet. Runs the same LabelRun the CLI runs (pre-pass, chunked
+intact, in CSV, JSONL and Parquet. Runs the same FileRun the CLI runs (pre-pass, chunked
 labelling, atomic writer) in-process with the real model, so hypothesis can try many tables."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rosprompt_cli.label_run import LabelRun, RunRequest
-from rosprompt_cli.labeling import LabelOptions
+from rosprompt_cli.file_run import FileRun, RunRequest
+from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.scoring import EmbeddingScorer
+from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 
 LABELS = LabelSet.from_names(["sports", "politics"])
 # Any unicode text that UTF-8 can encode (no lone surrogates).
@@ -49,7 +49,7 @@ def scorer(backbone) -> EmbeddingScorer:
 
 def _label(src: Path, out: Path, scorer: EmbeddingScorer) -> None:
     request = RunRequest(input=str(src), out=str(out), force=True, chunk_rows=4)
-    with LabelRun(request, LabelOptions(batch_size=3), list(LABELS.names)) as run:
+    with FileRun(request, LabelOptions(batch_size=3), list(LABELS.names)) as run:
         run.prepare()
         run.execute(scorer, LABELS)
     assert run.summary.rejected == 0

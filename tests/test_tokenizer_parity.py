@@ -45,7 +45,7 @@ def test_vocabulary_matches_the_bundled_weights(backbone):
 
 
 def test_batch_tokenisation_with_prompt_room_matches_single(backbone):
-    from rosprompt_cli.scoring import tokenize
+    from rosprompt_cli.verbalizers.embed import tokenize
 
     texts = _dev_texts("hin_Deva")[:8]
     batch = tokenize(backbone, texts, "query: ", prompt_length=16)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.interrupt import Interrupted, install_handlers
 from rosprompt_cli.version import __version__
 
@@ -19,17 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-_state = {"debug": False}
-
-# Exit codes (documented in README.md).
-EXIT_OK = 0
-EXIT_ERROR = 1  # bad data or arguments
-EXIT_USAGE = 2  # Typer/Click usage error
-EXIT_INTERNAL = 3  # a bug: please report it
-EXIT_REJECTED = 4  # label: output published, but some input rows were set aside (see the rejects file)
-EXIT_LOCKED = 5  # label: another run is writing the same output (output.OutputLocked)
-# SIGINT/SIGTERM: 130/143, the shell's 128 + signal number (interrupt.Interrupted)
 
 
 def _version(value: bool) -> None:
@@ -45,7 +34,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    _state["debug"] = debug
+    pass  # --debug is read by main() before Typer parses the command line
 
 
 def _register() -> None:
@@ -74,7 +63,7 @@ def main() -> None:
         sys.stderr.write(f"rosprompt: {exc.message}\n")
         sys.exit(exc.exit_code)
     except BrokenPipeError:
-        sys.exit(EXIT_ERROR)
+        sys.exit(ExitCode.ERROR)
     except Exception as exc:
         if debug:
             raise
@@ -82,4 +71,4 @@ def main() -> None:
             f"rosprompt: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback "
             "and please report it)\n"
         )
-        sys.exit(EXIT_INTERNAL)
+        sys.exit(ExitCode.INTERNAL)

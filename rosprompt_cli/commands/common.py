@@ -1,17 +1,18 @@
-"""Options shared by several commands, and the small amount of terminal output code."""
+"""Options shared by several commands, building the scorer description from them, and the
+small amount of terminal output code (rendering the library's events)."""
 
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
-from typing import Annotated, Iterator
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.lexicon import expand
+from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStarted
+from rosprompt_cli.spec import ScorerSpec
+from rosprompt_cli.verbalizers import MlmOverrides
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -53,13 +54,6 @@ Lexicon = Annotated[
     ),
 ]
 
-
-def apply_lexicon(label_set: LabelSet, flag: bool | None, prompted: bool) -> tuple[LabelSet, str]:
-    """The label set with lexicon names when --lexicon asks (default: only without a prompt), and
-    a note for the status line."""
-    if flag if flag is not None else not prompted:
-        return expand(label_set), ", lexicon label names"
-    return label_set, ""
 TextCol = Annotated[str, typer.Option("--text-col", help="Column holding the text.")]
 Format = Annotated[
     str | None,
@@ -148,8 +142,16 @@ WordPieces = Annotated[
 ]
 
 
-def mlm_options(template: str | None, neighbours: int | None, aggregate: str | None, word_pieces: str | None) -> dict:
-    return {"template": template, "neighbours": neighbours, "aggregate": aggregate, "word_pieces": word_pieces}
+def mlm_overrides(template: str | None, neighbours: int | None, aggregate: str | None,
+                  word_pieces: str | None) -> MlmOverrides:
+    return MlmOverrides(template=template, neighbours=neighbours, aggregate=aggregate, word_pieces=word_pieces)
+
+
+def scorer_spec(model: str | None, prompt: str | None, no_prompt: bool, verbalizer: str, mlm: MlmOverrides,
+                device: str, dtype: str, quantize: str, max_length: int | None) -> ScorerSpec:
+    """The scorer the options describe (checked now, before any model is loaded)."""
+    return ScorerSpec(model=model, prompt=prompt, use_prompt=not no_prompt, verbalizer=verbalizer, mlm=mlm,
+                      device=device, dtype=dtype, quantize=quantize, max_length=max_length)
 
 
 def info(message: str) -> None:
@@ -160,21 +162,28 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]rosprompt: warning:[/yellow] {escape(message)}")
 
 
-@contextmanager
-def row_progress(description: str, total: int | None = None) -> Iterator:
-    """A rich progress line on stderr when it is a terminal; otherwise a no-op callback."""
-    if not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+class Renderer:
+    """Shows the library's events on stderr: status lines, and a progress line while rows are
+    labelled when stderr is a terminal."""
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed:,} rows" + (f" of {total:,}" if total else "")),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(description, total=None)
-        yield lambda n: progress.advance(task, n)
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Notice):
+            (warn if event.warning else info)(event.message)
+        elif isinstance(event, RowsStarted) and sys.stderr.isatty():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            total = f" of {event.total:,}" if event.total else ""
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                      TextColumn("{task.completed:,} rows" + total), TimeElapsedColumn(),
+                                      console=stderr, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(event.description, total=None)
+        elif isinstance(event, RowsDone) and self._progress is not None:
+            self._progress.advance(self._task, event.count)
+        elif isinstance(event, RowsFinished) and self._progress is not None:
+            self._progress.stop()
+            self._progress = None

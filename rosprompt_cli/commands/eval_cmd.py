@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,12 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rosprompt_cli.commands import common
-from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.evaluation import evaluate as run_evaluation
-from rosprompt_cli.labelled import load_labelled
+from rosprompt_cli.evaluation import EvalJob, run_eval
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.metrics import Report
-from rosprompt_cli.scorers import build_scorer
 
 HELP = (
     "Evaluate on gold-labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]); "
@@ -85,23 +80,15 @@ def evaluate(
     aggregate: common.Aggregate = None,
     word_pieces: common.WordPieces = None,
 ) -> None:
-    data = load_labelled(input, text_col, label_col, lang_col, fmt, split, default_splits=("test", "validation", "dev"))
-    label_set = resolve_label_set(labels, labels_file, fallback=sorted(data.label_names()))
-    missing = sorted(set(data.labels) - set(label_set.names))
-    if missing:
-        raise RosPromptError(
-            f"{data.source}: gold labels {missing} are not among the labels to score ({', '.join(label_set.names)})"
-        )
-    scorer, note = build_scorer(model, device, prompt, not no_prompt, max_length, dtype, quantize, verbalizer,
-                                common.mlm_options(mlm_template, neighbours, aggregate, word_pieces))
-    label_set, lexicon_note = common.apply_lexicon(label_set, lexicon, scorer.prompt is not None)
-    note += lexicon_note
-    common.info(f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}, {len(label_set)} labels, {len(data):,} rows")
-    report = run_evaluation(scorer, data, label_set, batch_size)
+    job = EvalJob(
+        input=input, text_col=text_col, label_col=label_col, lang_col=lang_col,
+        labels=resolve_label_set(labels, labels_file) if labels or labels_file else None,
+        scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
+                                  common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
+                                  device, dtype, quantize, max_length),
+        lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output,
+    )
+    result = run_eval(job, common.Renderer())
     console = Console()
-    for table in _tables(report, f"{data.source} ({note})"):
+    for table in _tables(result.report, f"{result.source} ({result.note})"):
         console.print(table)
-    if output:
-        payload = report.as_dict() | {"input": data.source, "prompt": note, "model": scorer.backbone.name}
-        Path(output).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        common.info(f"metrics written to {output}")

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rosprompt_cli.backbone import load_backbone
 from rosprompt_cli.commands import common
-from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.labelled import load_labelled
-from rosprompt_cli.labels import GIVEN, resolve_label_set
-from rosprompt_cli.lexicon import names_by_language, open_world_negatives
-from rosprompt_cli.mlm import MlmOptions
-from rosprompt_cli.scorers import check_choices, choose_verbalizer, refuse_mlm_options
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, EpochLog, TrainConfig, train_prompt
+from rosprompt_cli.labels import load_label_file
+from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, TrainJob, run_train
 
 HELP = (
     "Train a soft prompt on labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]) "
@@ -53,7 +46,7 @@ def train(
         float, typer.Option("--smoothing", help="Contrastive label smoothing ε, spread by label similarity (0 = off).")
     ] = _DEFAULTS.smoothing,
     penalty: Annotated[
-        str, typer.Option("--penalty", help="Robustness penalty: none, kl (to zero-shot), variance (across label languages), l2 (to init).")
+        str, typer.Option("--penalty", help="Robustness penalty: none, kl (to zero-shot), variance (across label languages), l2 (to init), or several joined by + (kl+l2), each weighted by --penalty-weight.")
     ] = _DEFAULTS.penalty,
     penalty_weight: Annotated[float, typer.Option("--penalty-weight", help="Weight λ of the penalty.")] = _DEFAULTS.penalty_weight,
     lexicon: Annotated[
@@ -78,40 +71,16 @@ def train(
     aggregate: common.Aggregate = None,
     word_pieces: common.WordPieces = None,
 ) -> None:
-    if Path(out).exists() and not force:
-        raise RosPromptError(f"{out}: prompt file exists; pass --force to overwrite it")
-    if shots is not None and shots < 1:
-        raise RosPromptError("--shots must be at least 1")
-    given_mlm_options = common.mlm_options(mlm_template, neighbours, aggregate, word_pieces)
-    check_choices(verbalizer, given_mlm_options)
+    mlm = common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces)
     config = TrainConfig(
         prompt_length=prompt_len, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         max_length=max_length, label_template=label_template, language_keep=language_keep,
         smoothing=smoothing, penalty=penalty, penalty_weight=penalty_weight,
         negative_max_similarity=negative_max_similarity, verbalizer=verbalizer,
-        mlm=MlmOptions().with_overrides(**given_mlm_options),
     )
-    data = load_labelled(input, text_col, label_col, None, fmt, split)
-    if shots is not None:
-        data = data.sample_per_class(shots, seed)
-    dev_data = load_labelled(dev, text_col, label_col, None, None, None, ("validation", "dev", "test")) if dev else None
-    label_set = resolve_label_set(None, labels_file, fallback=sorted(data.label_names()))
-    backbone = load_backbone(model, device, dtype="float32")  # gradients through the frozen model in full precision
-    chosen = choose_verbalizer(verbalizer, backbone)
-    if chosen == "embed":
-        refuse_mlm_options(given_mlm_options)
-    common.info(
-        f"training a {prompt_len}-vector prompt for {backbone.name} ({chosen} verbalizer) on {len(data)} examples, "
-        f"{len(label_set)} labels"
+    job = TrainJob(
+        input=input, out=out, config=config, text_col=text_col, label_col=label_col,
+        labels=load_label_file(labels_file) if labels_file else None, shots=shots, dev=dev, fmt=fmt, split=split,
+        force=force, model=model, device=device, lexicon=lexicon, negatives=negatives, mlm=mlm,
     )
-
-    def report(log: EpochLog) -> None:
-        dev_part = f", dev loss {log.dev_loss:.4f}, dev acc {log.dev_accuracy:.3f}" if log.dev_loss is not None else ""
-        common.info(f"epoch {log.epoch}/{epochs}: train loss {log.train_loss:.4f}{dev_part}")
-
-    extra = names_by_language(label_set) if lexicon else None
-    negative_topics = open_world_negatives(label_set, None if lexicon else {GIVEN}) if negatives else None
-    prompt = train_prompt(backbone, data, label_set, config, dev_data, on_epoch=report,
-                          extra_names=extra, negatives=negative_topics)
-    prompt.save(out)
-    common.info(f"saved {out} (epoch {prompt.meta.metrics['selected_epoch']} kept)")
+    run_train(job, common.Renderer())

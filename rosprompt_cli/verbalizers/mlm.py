@@ -9,18 +9,29 @@ NPPrompt-style (expansion.py) once per label set; one forward pass per text scor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.batching import EncodedTexts
-from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.expansion import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES, WordExpansion, expand_words
+from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
-from rosprompt_cli.scoring import MAX_CHARS_PER_TOKEN, ScorerBase, prompted_hidden, text_token_limit
+from rosprompt_cli.verbalizers.base import (
+    NamePool,
+    ScorerBase,
+    TrainingHead,
+    clip_texts,
+    prompted_hidden,
+    text_token_limit,
+)
+from rosprompt_cli.verbalizers.expansion import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES, WordExpansion, expand_words
+
+if TYPE_CHECKING:
+    from rosprompt_cli.training import TrainConfig
 
 DEFAULT_TEMPLATE = "A {mask} news: {text}"  # NPPrompt's template for news topics
 # The command-line flag of each MlmOptions field.
@@ -44,19 +55,42 @@ class MlmOptions:
             )
         if self.neighbours < 1:
             raise RosPromptError("--neighbours must be at least 1")
-        if self.aggregate not in AGGREGATES:
-            raise RosPromptError(f"--aggregate {self.aggregate!r}: expected one of {', '.join(AGGREGATES)}")
-        if self.word_pieces not in WORD_PIECES:
-            raise RosPromptError(f"--word-pieces {self.word_pieces!r}: expected one of {', '.join(WORD_PIECES)}")
+        check_choice("--aggregate", self.aggregate, AGGREGATES)
+        check_choice("--word-pieces", self.word_pieces, WORD_PIECES)
 
-    def with_overrides(self, **given: object) -> MlmOptions:
-        """These options with every given value that is not None in place of its own."""
-        return MlmOptions(**(asdict(self) | {k: v for k, v in given.items() if v is not None}))
+    def with_overrides(self, overrides: MlmOverrides) -> MlmOptions:
+        """These options with every value the overrides give in place of its own."""
+        return MlmOptions(**(asdict(self) | overrides.given()))
 
     @classmethod
     def from_prompt(cls, prompt: SoftPrompt | None) -> MlmOptions:
         stored = prompt.meta.verbalizer_options if prompt is not None else {}
         return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class MlmOverrides:
+    """The MLM options a user gave (None: the prompt's value, else the default), checked when
+    made, so a bad value fails before any model is loaded."""
+
+    template: str | None = None
+    neighbours: int | None = None
+    aggregate: str | None = None
+    word_pieces: str | None = None
+
+    def __post_init__(self) -> None:
+        MlmOptions().with_overrides(self)  # validates every given value
+
+    def given(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def refuse(self) -> None:
+        """The embedding verbalizer was chosen: an MLM option given with it is a mistake worth naming."""
+        given = list(self.given())
+        if given:
+            raise RosPromptError(
+                f"{OPTION_FLAGS[given[0]]} is an option of the MLM verbalizer; this run uses the embedding verbalizer"
+            )
 
 
 @dataclass(frozen=True)
@@ -194,6 +228,7 @@ class MlmScorer(ScorerBase):
     """Scores texts against a label set from the MLM logits at the template's mask."""
 
     verbalizer = "mlm"
+    plain_note = "no prompt (NPPrompt)"
 
     def __init__(
         self,
@@ -223,9 +258,8 @@ class MlmScorer(ScorerBase):
         """Token ids of the templated texts for `batch_vectors`, the texts truncated to leave room
         for the prompt and the template."""
         limit = self.text_limit(prompt_length)
-        keep = limit * MAX_CHARS_PER_TOKEN
-        prefixed = [self.text_prefix + t[:keep] for t in texts]
-        return encode_with_template(self.backbone.tokenizer, prefixed, self.template, limit)
+        return encode_with_template(self.backbone.tokenizer, clip_texts(texts, self.text_prefix, limit),
+                                    self.template, limit)
 
     @torch.inference_mode()
     def batch_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -258,3 +292,26 @@ class MlmScorer(ScorerBase):
 
     def logits(self, mask_vectors: torch.Tensor, expansion: WordExpansion) -> torch.Tensor:
         return expansion.class_scores(expansion.scores_at_mask(mask_vectors))
+
+
+class MlmHead(TrainingHead):
+    """Training: MLM logits at the template's mask, read through the NPPrompt expansion of the label names."""
+
+    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+        super().__init__(backbone, config, pool)
+        self.scorer = MlmScorer(backbone, None, config.mlm, max_length=config.max_length)
+        self.expansion = self.scorer.expand(pool.texts, pool.owner, pool.languages, pool.n_classes)
+        self.name_vectors = self.expansion.embedding_vectors(backbone.word_embeddings.weight)
+
+    def select(self, rows: list[int], pool: NamePool) -> None:
+        self.expansion = self.expansion.subset(rows, pool.owner, pool.languages, pool.n_classes)
+        self.name_vectors, self.pool = self.name_vectors[rows], pool
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scorer.encode(texts, prompt_length=self.config.prompt_length).padded()
+
+    def features(self, ids: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor | None) -> torch.Tensor:
+        return self.expansion.scores_at_mask(mask_features(self.backbone, ids, mask, prompt))
+
+    def class_logits(self, features: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.expansion.class_scores(features, keep)

@@ -1,12 +1,15 @@
-"""`label`: stream a table through the scorer and write it back with the predicted labels."""
+"""Labelling frames: a polars frame in, the same frame with the prediction columns out.
+
+`label_frames` streams frames through a scorer (the next one read and tokenised in a thread);
+`prepare_frame` (tokenise) and `label_prepared` (score, add columns) are its two halves, which
+the Ray workers call directly. `OutputColumns` names the added columns, once.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -14,19 +17,9 @@ import torch
 
 from rosprompt_cli.batching import EncodedTexts
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.io import TableSource, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prefetch import prefetched
-from rosprompt_cli.scorers import LabelVectors, Scorer
-
-
-class RunCounts(Protocol):
-    """What a run counts of its output (label_run.RunSummary, ray_engine.RayResult)."""
-
-    rows: int
-    labelled: int
-    empty_text: int
-    label_counts: Counter
+from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 
 @dataclass
@@ -49,15 +42,47 @@ class LabelOptions:
             raise RosPromptError("--threshold must be between 0 and 1")
 
 
-def added_columns(label_names: list[str], options: LabelOptions) -> list[str]:
-    cols = [options.label_col, options.score_col]
-    for rank in range(2, min(options.top_k, len(label_names)) + 1):
-        cols += [f"{options.label_col}_{rank}", f"{options.score_col}_{rank}"]
-    if options.multi_label:
-        cols.append(f"{options.label_col}s")
-    if options.all_scores:
-        cols += [f"{options.score_col}_{name}" for name in label_names]
-    return cols
+@dataclass(frozen=True)
+class OutputColumns:
+    """The columns `label` adds to every row, named in one place: frames are built with these
+    names, and an input that already has one of them is refused."""
+
+    label_names: tuple[str, ...]
+    options: LabelOptions
+
+    @property
+    def ranks(self) -> int:
+        return min(self.options.top_k, len(self.label_names))
+
+    def label(self, rank: int = 1) -> str:
+        return self.options.label_col if rank == 1 else f"{self.options.label_col}_{rank}"
+
+    def score(self, rank: int = 1) -> str:
+        return self.options.score_col if rank == 1 else f"{self.options.score_col}_{rank}"
+
+    @property
+    def multi(self) -> str:
+        return f"{self.options.label_col}s"
+
+    def score_of(self, label_name: str) -> str:
+        return f"{self.options.score_col}_{label_name}"
+
+    def names(self) -> list[str]:
+        cols = [name for rank in range(1, self.ranks + 1) for name in (self.label(rank), self.score(rank))]
+        if self.options.multi_label:
+            cols.append(self.multi)
+        if self.options.all_scores:
+            cols += [self.score_of(name) for name in self.label_names]
+        return cols
+
+    def refuse_clash(self, display: str, columns: list[str]) -> None:
+        """An input column with the name of a column the output adds would be overwritten."""
+        clash = [c for c in self.names() if c in columns]
+        if clash:
+            raise RosPromptError(
+                f"{display}: already has column(s) {', '.join(map(repr, clash))} that the output "
+                f"would add; pass --out-label-col/--out-score-col with other names"
+            )
 
 
 def score_encoded(
@@ -118,21 +143,17 @@ def label_prepared(
 ) -> pl.DataFrame:
     """The input frame, unchanged and in order, plus the prediction columns."""
     frame, valid = prepared.frame, prepared.valid
-    n_labels = len(label_set)
-    probs = np.zeros((frame.height, n_labels), dtype=np.float32)
+    columns = OutputColumns(tuple(label_set.names), options)
+    probs = np.zeros((frame.height, len(label_set)), dtype=np.float32)
     if len(prepared.encoded):
         probs[valid] = score_encoded(scorer, prepared.encoded, label_vectors, options.batch_size).numpy()
-    k = min(options.top_k, n_labels)
-    top_p, top_i = torch.from_numpy(probs).topk(k, dim=-1)
+    top_p, top_i = torch.from_numpy(probs).topk(columns.ranks, dim=-1)
     top_p, top_i = top_p.numpy(), top_i.numpy()
     names = pl.Series(label_set.names, dtype=pl.String)
-    new: dict[str, pl.Series] = {
-        options.label_col: _label_series(names, top_i[:, 0], valid),
-        options.score_col: _score_series(top_p[:, 0], valid),
-    }
-    for rank in range(1, k):
-        new[f"{options.label_col}_{rank + 1}"] = _label_series(names, top_i[:, rank], valid)
-        new[f"{options.score_col}_{rank + 1}"] = _score_series(top_p[:, rank], valid)
+    new: dict[str, pl.Series] = {}
+    for rank in range(1, columns.ranks + 1):
+        new[columns.label(rank)] = _label_series(names, top_i[:, rank - 1], valid)
+        new[columns.score(rank)] = _score_series(top_p[:, rank - 1], valid)
     if options.multi_label:
         chosen: list[str | None] = []
         for row, ok in zip(probs.tolist(), valid.tolist()):
@@ -141,10 +162,10 @@ def label_prepared(
                 continue
             picked = sorted((p, label_set.names[j]) for j, p in enumerate(row) if p >= options.threshold)
             chosen.append("|".join(name for _, name in reversed(picked)))
-        new[f"{options.label_col}s"] = pl.Series(chosen, dtype=pl.String)
+        new[columns.multi] = pl.Series(chosen, dtype=pl.String)
     if options.all_scores:
         for j, name in enumerate(label_set.names):
-            new[f"{options.score_col}_{name}"] = _score_series(probs[:, j], valid)
+            new[columns.score_of(name)] = _score_series(probs[:, j], valid)
     return frame.with_columns(**new)
 
 
@@ -163,26 +184,3 @@ def label_frames(
     with closing(prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames)) as chunks:
         for prepared in chunks:
             yield label_prepared(prepared, scorer, label_set, label_vectors, options)
-
-
-def check_output_columns(source: TableSource, label_names: list[str], options: LabelOptions) -> None:
-    refuse_column_clash(source.display, require_columns(source, {"--text-col": options.text_col}), label_names, options)
-
-
-def refuse_column_clash(display: str, columns: list[str], label_names: list[str], options: LabelOptions) -> None:
-    """An input column with the name of a column the output adds would be overwritten."""
-    clash = [c for c in added_columns(label_names, options) if c in columns]
-    if clash:
-        raise RosPromptError(
-            f"{display}: already has column(s) {', '.join(map(repr, clash))} that the output "
-            f"would add; pass --out-label-col/--out-score-col with other names"
-        )
-
-
-def tally_labels(counts: RunCounts, labels: pl.Series) -> None:
-    """Add a labelled chunk's label column to the run's counts (a null label: empty text)."""
-    counts.rows += labels.len()
-    counts.empty_text += labels.null_count()
-    counts.labelled += labels.len() - labels.null_count()
-    for label, n in labels.drop_nulls().value_counts().iter_rows():
-        counts.label_counts[label] += n

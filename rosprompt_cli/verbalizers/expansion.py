@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.objective import names_in_use
+from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.verbalizers.label_vectors import names_in_use
 
 AGGREGATES = ("max", "mean")
 WORD_PIECES = ("first", "mean")
@@ -97,6 +97,7 @@ def aggregate_words(
     word_scores: torch.Tensor, owner: torch.Tensor, n_classes: int, how: str, keep: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Class scores [B, C] from word scores [B, W]; owner [W] is each word's class."""
+    check_choice("--aggregate", how, AGGREGATES)
     owner = owner.to(word_scores.device)
     used = names_in_use(owner, n_classes, keep)
     batch = word_scores.shape[0]
@@ -105,12 +106,10 @@ def aggregate_words(
         masked = word_scores.masked_fill(~used.unsqueeze(0), float("-inf"))
         out = word_scores.new_full((batch, n_classes), float("-inf"))
         return out.scatter_reduce(1, index, masked, reduce="amax", include_self=True)
-    if how == "mean":
-        weights = used.to(word_scores.dtype)
-        sums = word_scores.new_zeros(batch, n_classes).index_add(1, owner, word_scores * weights)
-        counts = word_scores.new_zeros(n_classes).index_add(0, owner, weights)
-        return sums / counts.clamp(min=1.0)
-    raise RosPromptError(f"--aggregate {how!r}: expected one of {', '.join(AGGREGATES)}")
+    weights = used.to(word_scores.dtype)  # mean
+    sums = word_scores.new_zeros(batch, n_classes).index_add(1, owner, word_scores * weights)
+    counts = word_scores.new_zeros(n_classes).index_add(0, owner, weights)
+    return sums / counts.clamp(min=1.0)
 
 
 def word_queries(
@@ -119,8 +118,7 @@ def word_queries(
     """[W, H] query vectors: a word's first piece, or the mean of its pieces. A piece that is only
     the word-start marker ("▁", which the XLM-R vocabulary splits off some words) carries no
     meaning and is passed over."""
-    if pieces not in WORD_PIECES:
-        raise RosPromptError(f"--word-pieces {pieces!r}: expected one of {', '.join(WORD_PIECES)}")
+    check_choice("--word-pieces", pieces, WORD_PIECES)
     encoded = tokenizer(list(words), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
     blank = _marker_ids(tokenizer)
     table = embeddings.detach().float()
@@ -183,8 +181,7 @@ def expand_words(
     excluded: Sequence[int] = (),
 ) -> WordExpansion:
     """The NPPrompt expansion of every label word (see the module docstring)."""
-    if aggregate not in AGGREGATES:
-        raise RosPromptError(f"--aggregate {aggregate!r}: expected one of {', '.join(AGGREGATES)}")
+    check_choice("--aggregate", aggregate, AGGREGATES)
     queries = word_queries(tokenizer, embeddings, words, pieces)
     cosines, ids = nearest_tokens(queries, embeddings, k, excluded)
     return WordExpansion(

@@ -1,4 +1,4 @@
-"""One `label` run from input file to published output: the reliability around labeling.py.
+"""One input file labelled into one published output: the reliability around frames.py.
 
 Order of work, so that bad input fails before any model work and nothing is ever lost:
 1. lock the output path (a second run on the same output stops at once);
@@ -16,28 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.formats import STDIO, format_from_path
+from rosprompt_cli.frames import LabelOptions, OutputColumns, label_frames
 from rosprompt_cli.input_check import InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
-from rosprompt_cli.io import format_from_path, open_source
-from rosprompt_cli.labeling import LabelOptions, check_output_columns, label_frames, tally_labels
+from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.output import STDIO, OutputLock, TableWriter, check_output_path, sidecar
-from rosprompt_cli.paths import sha256_file, write_json_atomically
+from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_nested, sidecar
+from rosprompt_cli.paths import sha256_file
 from rosprompt_cli.resume import RunState, value_digest
-from rosprompt_cli.scorers import Scorer
+from rosprompt_cli.summary import RunSummary, tally_labels
+from rosprompt_cli.verbalizers import Scorer
 from rosprompt_cli.version import __version__
 
 ON_ERROR = ("skip", "fail")
 STDOUT_REJECTS = "rosprompt-rejects.jsonl"
+DEFAULT_CHUNK_ROWS = 2048
 
 
 @dataclass
@@ -52,68 +54,24 @@ class RunRequest:
     rejects: str | None = None
     force: bool = False
     resume: bool = False
-    chunk_rows: int = 2048
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
 
     def __post_init__(self) -> None:
-        if self.on_error not in ON_ERROR:
-            raise RosPromptError(f"--on-error {self.on_error!r}: expected one of {', '.join(ON_ERROR)}")
-        if self.chunk_rows < 1:
-            raise RosPromptError("--chunk-rows must be at least 1")
+        check_choice("--on-error", self.on_error, ON_ERROR)
+        check_chunk_rows(self.chunk_rows)
         if self.resume and self.out == STDIO:
             raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
 
 
-@dataclass
-class RunSummary:
-    """Counts for the closing status line and `--summary`."""
-
-    input: str
-    output: str
-    status: str = "running"
-    rows_read: int = 0  # usable + rejected
-    rows: int = 0  # rows written to the output
-    labelled: int = 0
-    empty_text: int = 0
-    rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    rejects_file: str | None = None
-    resumed_from_row: int = 0
-    seconds: float = 0.0
-    label_counts: Counter = field(default_factory=Counter)
-    model: dict = field(default_factory=dict)
-    prompt: str | None = None
-    labels: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict:
-        done_now = self.rows - self.resumed_from_row
-        data = asdict(self)
-        data["seconds"] = round(self.seconds, 3)
-        data["rows_per_second"] = round(done_now / self.seconds, 2) if self.seconds > 0 else None
-        data["label_counts"] = dict(self.label_counts.most_common())
-        data["versions"] = _versions()
-        return data
-
-    def write(self, path: str) -> None:
-        write_json_atomically(Path(path), self.as_dict(), indent=2)
+def check_chunk_rows(rows: int) -> int:
+    if rows < 1:
+        raise RosPromptError("--chunk-rows must be at least 1")
+    return rows
 
 
-def _versions() -> dict[str, str]:
-    import polars
-    import torch
-    import transformers
-
-    return {
-        "rosprompt": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "polars": polars.__version__,
-    }
-
-
-class LabelRun:
-    """Use as a context manager: `prepare()` (no model needed), then `execute(scorer, labels)`."""
+class FileRun:
+    """One input file to one output. Use as a context manager: `prepare()` (no model needed),
+    then `execute(scorer, labels)`."""
 
     def __init__(self, request: RunRequest, options: LabelOptions, label_names: list[str]) -> None:
         self.request = request
@@ -138,7 +96,7 @@ class LabelRun:
         self.report: InputReport | None = None
         self.summary = RunSummary(input=self.source.display, output=request.out if self.target else "<stdout>")
 
-    def __enter__(self) -> LabelRun:
+    def __enter__(self) -> FileRun:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -165,23 +123,15 @@ class LabelRun:
         if self.sink.count and self.rejects_path.exists() and not self.request.force:
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
         if report.columns:
-            check_output_columns(self.source, self.label_names, self.options)
-            self._check_nested_for_text_output()
+            columns = require_columns(self.source, {"--text-col": self.options.text_col})
+            OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
+            if self.source.schema is not None:
+                refuse_nested(self.source.display, self.out_fmt, self.source.schema)
         self.report = report
         self.summary.rows_read = report.rows + self.sink.count
         self.summary.rejected = self.sink.count
         self.summary.rejected_by_reason = dict(self.sink.by_reason.most_common())
         return report
-
-    def _check_nested_for_text_output(self) -> None:
-        schema = self.source.schema
-        if self.out_fmt in ("csv", "tsv") and schema is not None:
-            nested = [name for name, dtype in schema.items() if dtype.is_nested()]
-            if nested:
-                raise RosPromptError(
-                    f"{self.source.display}: column {nested[0]!r} holds nested values (lists or objects) that "
-                    f"{self.out_fmt} output cannot hold; write .jsonl or .parquet instead"
-                )
 
     def fingerprint(self, scorer: Scorer, label_set: LabelSet) -> dict[str, str]:
         prompt = "none"

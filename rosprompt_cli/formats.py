@@ -1,0 +1,53 @@
+"""Table formats: names, file extensions, separators and the stdin/stdout marker, stated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rosprompt_cli.errors import RosPromptError, check_choice
+
+FORMATS = ("csv", "tsv", "jsonl", "parquet")
+# Every extension read as a format; the first one listed per format is the one written.
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+STDIO = "-"  # as an input: stdin; as an output: stdout
+
+
+def separator(fmt: str) -> str:
+    """The field separator of a delimited-text format."""
+    return "\t" if fmt == "tsv" else ","
+
+
+def extension(fmt: str) -> str:
+    """The extension a file written in `fmt` gets."""
+    return next(ext for ext, name in EXTENSIONS.items() if name == fmt)
+
+
+def is_table_file(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS
+
+
+def check_format(value: str, flag: str = "--format") -> str:
+    if value.lower() not in FORMATS:
+        check_choice(flag, value, FORMATS)  # the one-line error, naming the value as given
+    return value.lower()
+
+
+def format_from_path(path: str, explicit: str | None = None, what: str = "input") -> str:
+    """`explicit` if given (checked), else the format the path's extension names."""
+    if explicit:
+        return check_format(explicit)
+    fmt = EXTENSIONS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise RosPromptError(
+            f"{path}: cannot tell the {what} format from the extension; use .csv, .tsv, .jsonl or "
+            f".parquet, or pass --format"
+        )
+    return fmt

@@ -1,0 +1,234 @@
+"""`label` as one library operation: a `LabelJob` describes the whole run, `run_label` does it.
+
+A job is one input (a file, `-` for stdin, or a folder or glob of files), one output (a file,
+`-` for stdout, or a folder), a label set, a scorer description, and the run's options. The
+same call covers every way `rosprompt label` runs:
+
+- one file, local engine: file_run.FileRun (lock, pre-pass, chunks, resume, atomic publish);
+- several files, local engine: one FileRun per file with the model loaded once, each output in
+  the --out folder, --resume keeping the outputs already complete;
+- --engine ray: ray_engine.label_with_ray, after the model, prompt and labels are checked here.
+
+Progress and status lines go to `on_event` (events.py), never to the terminal. The policy a
+run follows is stated here once: the lexicon default (spec.label_set_for), which options each
+engine takes, and the `--summary` file, written for a finished, failed or interrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+
+from rosprompt_cli import summary as summaries
+from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info, warn
+from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, ON_ERROR, FileRun, RunRequest, check_chunk_rows, describe_rejects
+from rosprompt_cli.formats import STDIO
+from rosprompt_cli.frames import LabelOptions
+from rosprompt_cli.interrupt import Interrupted
+from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
+from rosprompt_cli.shards import input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
+from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
+from rosprompt_cli.verbalizers import Scorer
+
+ENGINES = ("local", "ray")
+# Ray Data packs small blocks together up to a batch; 2048 rows would hand a small input to one
+# worker. 256 rows is seconds of work per batch on a CPU worker: small next to the scoring.
+RAY_BATCH_ROWS = 256
+# What a failure of the run is, for its summary: every error, and SIGINT/SIGTERM.
+_STOPS = (RosPromptError, Interrupted, Exception)
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """Everything one `rosprompt label` run needs; checked when made, before any work.
+
+    on_error: 'skip' (bad rows to the rejects file) or 'fail'; None: skip, the local default
+    (the Ray engine can only fail). chunk_rows: None for the engine's default (2048 locally, 256
+    per Ray batch). lexicon: None for the default (spec.label_set_for). summary: a JSON file
+    written for every outcome once the run starts.
+    """
+
+    input: str
+    labels: LabelSet
+    out: str = STDIO
+    scorer: ScorerSpec = field(default_factory=ScorerSpec)
+    options: LabelOptions = field(default_factory=LabelOptions)
+    lexicon: bool | None = None
+    fmt: str | None = None
+    out_format: str | None = None
+    on_error: str | None = None
+    rejects: str | None = None
+    resume: bool = False
+    force: bool = False
+    chunk_rows: int | None = None
+    summary: str | None = None
+    engine: str = "local"
+    cluster: RayRequest = field(default_factory=RayRequest)
+
+    def __post_init__(self) -> None:
+        check_choice("--engine", self.engine, ENGINES)
+        if self.engine == "local" and self.cluster.given():
+            raise RosPromptError(f"{self.cluster.given()[0]} is an option of --engine ray")
+        if self.on_error is not None:
+            check_choice("--on-error", self.on_error, ON_ERROR)
+        if self.summary and not Path(self.summary).resolve().parent.is_dir():
+            raise RosPromptError(f"--summary {self.summary}: folder {Path(self.summary).parent} does not exist")
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """How the run ended: its --summary contents (also when no --summary file was asked for)."""
+
+    summary: dict
+
+    @property
+    def status(self) -> str:
+        return str(self.summary["status"])
+
+    @property
+    def rejected(self) -> int:
+        """Rows set aside in rejects files (the exit code 4 case)."""
+        return int(self.summary.get("rejected", 0))
+
+
+def run_label(job: LabelJob, on_event: OnEvent = ignore) -> LabelResult:
+    """Label every row of the job's input; see the module docstring. Raises RosPromptError
+    (bad input, arguments or environment; nothing published) or interrupt.Interrupted."""
+    if job.engine == "ray":
+        return _label_on_ray(job, on_event)
+    # before the input pre-pass, which may take a while
+    job.scorer.check_placement()
+    chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if job.chunk_rows is None else job.chunk_rows)
+    load_scorer = cache(lambda: build_scorer(job.scorer))  # once, after the first file's pre-pass
+    if is_multi_file(job.input):
+        return _label_files(job, chunk_rows, load_scorer, on_event)
+    request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
+                         on_error=job.on_error or "skip", rejects=job.rejects, force=job.force,
+                         resume=job.resume, chunk_rows=chunk_rows)
+    with FileRun(request, job.options, list(job.labels.names)) as run:
+        try:
+            _run_file(run, job, load_scorer, on_event)
+        except _STOPS as exc:
+            run.summary.status, run.summary.error = summaries.failure(exc)
+            _write_summary(job, run.summary.as_dict())
+            raise
+        return LabelResult(_write_summary(job, run.summary.as_dict()))
+
+
+def _write_summary(job: LabelJob, data: dict) -> dict:
+    if job.summary:
+        summaries.write(job.summary, data)
+    return data
+
+
+def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on_event: OnEvent,
+              announce: bool = True) -> None:
+    """Check the input first (no model needed), then load the model and label."""
+    report = run.prepare()
+    source = run.source.display
+    if not report.columns:
+        warn(on_event, f"{source}: the input is empty (no header, no rows); the output will be empty")
+    if report.empty_text:
+        lines = ", ".join(map(str, report.empty_text_lines)) + (", …" if report.empty_text > len(report.empty_text_lines) else "")
+        where = "rows" if run.source.fmt == "parquet" else "lines"
+        warn(on_event, f"{source}: {report.empty_text:,} rows have empty or missing text ({where} {lines}); "
+                       f"they are kept in the output with an empty label")
+    scorer = load_scorer()
+    label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
+    run.summary.prompt = scorer.prompt_note + lexicon_note
+    if announce:
+        info(on_event, f"{scorer.backbone.name} ({scorer.backbone.precision}), {run.summary.prompt}, "
+                       f"{len(label_set)} labels")
+    on_event(RowsStarted("labelling", report.rows))
+    try:
+        done = run.execute(scorer, label_set, on_rows=lambda n: on_event(RowsDone(n)))
+    finally:
+        on_event(RowsFinished())
+    where = "stdout" if done.output == "<stdout>" else done.output
+    resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
+    info(on_event, f"{done.rows:,} rows -> {where} ({done.labelled:,} labelled, {done.empty_text:,} with empty text"
+                   f"{resumed}) in {done.seconds:.1f}s")
+    if done.rejected:
+        warn(on_event, describe_rejects(run.sink, source, run.rejects_path))
+
+
+def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Scorer], on_event: OnEvent) -> LabelResult:
+    """A folder or glob input: file after file with one loaded model, one output per file in the
+    --out folder; every output is checked before the first file is labelled."""
+    if job.rejects:
+        raise RosPromptError("--rejects names one file; with a folder or glob input each output gets its own NAME.rejects.jsonl")
+    files, _ = input_files(job.input, job.fmt)
+    folder = output_folder(job.out)
+    plans, complete = plan_jobs(files, per_file_outputs(files, folder, job.out_format), job.force, job.resume)
+    if complete:
+        info(on_event, f"--resume: {len(complete)} of {len(files)} outputs are complete already and kept")
+    folder.mkdir(exist_ok=True)
+    done: list[dict] = []
+    try:
+        for number, plan in enumerate(plans):
+            request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
+                                 on_error=job.on_error or "skip", force=job.force, resume=plan.resume,
+                                 chunk_rows=chunk_rows)
+            with FileRun(request, job.options, list(job.labels.names)) as run:
+                try:
+                    _run_file(run, job, load_scorer, on_event, announce=number == 0)
+                finally:
+                    done.append(run.summary.as_dict())
+    except _STOPS as exc:
+        _write_summary(job, summaries.combined(done, *summaries.failure(exc), complete))
+        raise
+    status = "partial" if any(one["rejected"] for one in done) else "ok"
+    return LabelResult(_write_summary(job, summaries.combined(done, status, None, complete)))
+
+
+def _refuse_for_ray(job: LabelJob) -> None:
+    """The local engine's options that --engine ray cannot honour, each refused in one line."""
+    device = job.scorer.device
+    if job.input == STDIO:
+        raise RosPromptError("--engine ray reads files (a file, folder or glob), not stdin")
+    if job.out == STDIO:
+        raise RosPromptError("--engine ray writes Parquet files: give --out FOLDER (shards) or --out FILE.parquet, not stdout")
+    if job.out_format not in (None, "parquet"):
+        raise RosPromptError(f"--out-format {job.out_format}: --engine ray writes Parquet only")
+    if job.on_error == "skip" or job.rejects:
+        raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
+    if job.resume:
+        raise RosPromptError("--resume is for --engine local; a failed Ray run publishes nothing: run it again")
+    if device.startswith("cuda") and not job.cluster.gpus:
+        raise RosPromptError(f"--device {device} with --engine ray needs --gpus-per-worker (a worker sees only the GPUs it reserves)")
+    if job.scorer.quantize == "int8" and job.cluster.gpus:
+        raise RosPromptError("--quantize int8 is for CPU workers; GPU workers use --dtype float16 or bfloat16 instead")
+
+
+def _label_on_ray(job: LabelJob, on_event: OnEvent) -> LabelResult:
+    """Check the model, prompt and labels here (one line on error, before any cluster work), then
+    let the workers label."""
+    # a Ray worker's device is its own, and the driver may have no GPU at all
+    replace(job.scorer, device="cpu", dtype="auto").check_placement()
+    _refuse_for_ray(job)
+    chunk_rows = check_chunk_rows(RAY_BATCH_ROWS if job.chunk_rows is None else job.chunk_rows)
+    spec = job.scorer.with_absolute_paths()
+    require_ray()
+    input_files(job.input, job.fmt)
+    check_target(job.out, job.force)
+    scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none"))
+    label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
+    info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
+                   f"starting Ray workers")
+    del scorer
+    try:
+        result = label_with_ray(job.input, job.out, job.fmt, spec, label_set, job.options, job.cluster, chunk_rows,
+                                job.force)
+    except _STOPS as exc:
+        failed = RayResult(output=job.out, files=0, workers=0)
+        _write_summary(job, summaries.ray_summary(failed, job.input, *summaries.failure(exc)))
+        raise
+    rate = result.rows / result.seconds if result.seconds > 0 else 0.0
+    info(on_event, f"{result.rows:,} rows from {result.files} file(s) -> {result.output} ({result.labelled:,} "
+                   f"labelled, {result.empty_text:,} with empty text) in {result.seconds:.1f}s, {rate:,.0f} rows/s "
+                   f"on {result.workers} worker(s)")
+    return LabelResult(_write_summary(job, summaries.ray_summary(result, job.input)))

@@ -1,0 +1,98 @@
+"""Which scorer a command asks for, as one validated description, and how it is built.
+
+`ScorerSpec` is checked when it is made (before any model is loaded) and built into a scorer
+by `build_scorer`; label, eval, train and every Ray worker use the same class, so a scorer is
+described one way everywhere. The lexicon default (`label_set_for`) sits here too, since it
+depends on the scorer: the library and the CLI apply it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rosprompt_cli.backbone import check_placement, load_backbone
+from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.lexicon import expand
+from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
+from rosprompt_cli.verbalizers import AUTO, REGISTRY, MlmOverrides, Scorer, check_verbalizer, choose_verbalizer, make_scorer
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """The backbone, the prompt and the verbalizer a run scores with.
+
+    model: 'bundled' or None (the prompt's own backbone, else bundled), a Hugging Face id or a
+    local folder. prompt: a prompt file; None with use_prompt: the shipped default prompt when
+    it matches the backbone. use_prompt=False: no prompt (plain zero-shot, or NPPrompt).
+    """
+
+    model: str | None = None
+    prompt: str | None = None
+    use_prompt: bool = True
+    verbalizer: str = AUTO
+    mlm: MlmOverrides = field(default_factory=MlmOverrides)
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str = "none"
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        check_verbalizer(self.verbalizer)
+        if self.verbalizer == "embed":
+            self.mlm.refuse()
+
+    def check_placement(self) -> None:
+        """Validate device, dtype and quantisation here, before the input pre-pass."""
+        check_placement(self.device, self.dtype, self.quantize)
+
+    def with_absolute_paths(self) -> ScorerSpec:
+        """This spec with local paths made absolute (Ray workers run in other folders)."""
+        return replace(self, model=_absolute(self.model), prompt=_absolute(self.prompt))
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path made absolute; a hub id or name unchanged."""
+    if path is None or not Path(path).expanduser().exists():
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def build_scorer(spec: ScorerSpec) -> Scorer:
+    """Load the backbone and prompt `spec` names; `scorer.prompt_note` says which prompt is in use.
+
+    Without a model, a given prompt's own backbone is loaded. Without a prompt file, the shipped
+    default prompt is used when it belongs to the backbone (and the verbalizer), else no prompt:
+    plain zero-shot, which with the MLM verbalizer is NPPrompt.
+    """
+    prompt: SoftPrompt | None = None
+    if spec.use_prompt and spec.prompt:
+        prompt = SoftPrompt.load(spec.prompt)
+        backbone = load_backbone(spec.model or prompt.meta.backbone_source, spec.device, spec.dtype, spec.quantize)
+        prompt.check_backbone(backbone.name, backbone.content_hash, backbone.hidden_size, source=spec.prompt)
+        note = f"prompt {spec.prompt}"
+    else:
+        backbone = load_backbone(spec.model, spec.device, spec.dtype, spec.quantize)
+        shipped = shipped_prompt_path() if spec.use_prompt else None
+        plain = REGISTRY[choose_verbalizer(spec.verbalizer, backbone)].scorer_class.plain_note
+        note = plain
+        if shipped is not None:
+            candidate = SoftPrompt.load(shipped)
+            if candidate.meta.backbone_hash != backbone.content_hash:
+                note = f"{plain}: the shipped prompt is for another backbone"
+            elif spec.verbalizer not in (AUTO, candidate.meta.verbalizer):
+                note = f"{plain}: the shipped prompt is for the {candidate.meta.verbalizer} verbalizer"
+            else:
+                prompt, note = candidate, f"shipped prompt {shipped.name}"
+    scorer = make_scorer(backbone, prompt, spec.verbalizer, spec.max_length, spec.mlm)
+    scorer.prompt_note = note
+    return scorer
+
+
+def label_set_for(scorer: Scorer, label_set: LabelSet, lexicon: bool | None) -> tuple[LabelSet, str]:
+    """The label set a run scores with, and a note for status lines: with lexicon names when
+    `lexicon` asks, and by default only without a prompt (measured on SIB-200 dev: the lexicon
+    helps the bare backbone, not a trained prompt; README "Lexicon")."""
+    if lexicon if lexicon is not None else scorer.prompt is None:
+        return expand(label_set), ", lexicon label names"
+    return label_set, ""

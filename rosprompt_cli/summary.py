@@ -1,0 +1,122 @@
+"""The `--summary` JSON of a `label` run, built in one place for every engine and input kind.
+
+One file (local engine): `RunSummary.as_dict()`. Several files: `combined()`, the totals plus
+each file's own summary. Ray: `ray_summary()`, the keys of a local run that apply plus the
+engine. `tally_labels` counts a labelled chunk for any of them.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+from rosprompt_cli.interrupt import Interrupted
+from rosprompt_cli.paths import write_json_atomically
+from rosprompt_cli.version import __version__
+
+
+class RunCounts(Protocol):
+    """What a run counts of its output (RunSummary, ray_engine.RayResult)."""
+
+    rows: int
+    labelled: int
+    empty_text: int
+    label_counts: Counter
+
+
+def tally_labels(counts: RunCounts, labels: pl.Series) -> None:
+    """Add a labelled chunk's label column to the run's counts (a null label: empty text)."""
+    counts.rows += labels.len()
+    counts.empty_text += labels.null_count()
+    counts.labelled += labels.len() - labels.null_count()
+    for label, n in labels.drop_nulls().value_counts().iter_rows():
+        counts.label_counts[label] += n
+
+
+@dataclass
+class RunSummary:
+    """One file's run: counts for the closing status line and `--summary`."""
+
+    input: str
+    output: str
+    status: str = "running"
+    rows_read: int = 0  # usable + rejected
+    rows: int = 0  # rows written to the output
+    labelled: int = 0
+    empty_text: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    rejects_file: str | None = None
+    resumed_from_row: int = 0
+    seconds: float = 0.0
+    label_counts: Counter = field(default_factory=Counter)
+    model: dict = field(default_factory=dict)
+    prompt: str | None = None
+    labels: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        done_now = self.rows - self.resumed_from_row
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["rows_per_second"] = _rate(done_now, self.seconds)
+        data["label_counts"] = dict(self.label_counts.most_common())
+        data["versions"] = versions()
+        return data
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "rosprompt": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "polars": pl.__version__,
+    }
+
+
+def failure(exc: BaseException) -> tuple[str, str]:
+    """The status and error of a run that stopped on `exc`."""
+    return ("interrupted" if isinstance(exc, Interrupted) else "failed"), getattr(exc, "message", None) or str(exc)
+
+
+def combined(summaries: list[dict], status: str, error: str | None, skipped: list[Path]) -> dict:
+    """A multi-file run: totals, the outputs kept as complete by --resume, and each file's summary."""
+    label_counts: Counter = Counter()
+    for one in summaries:
+        label_counts.update(one.get("label_counts", {}))
+    totals = {key: sum(one.get(key, 0) for one in summaries)
+              for key in ("rows_read", "rows", "labelled", "empty_text", "rejected", "seconds")}
+    totals["seconds"] = round(totals["seconds"], 3)
+    return {
+        "engine": "local", "status": status, "error": error, **totals,
+        "rows_per_second": _rate(totals["rows"], totals["seconds"]),
+        "label_counts": dict(label_counts.most_common()),
+        "skipped_complete": [str(p) for p in skipped],
+        "files": summaries,
+    }
+
+
+def ray_summary(result: RunCounts, input_spec: str, status: str = "ok", error: str | None = None) -> dict:
+    """A Ray run: the local run's keys that apply, plus the engine."""
+    data = asdict(result)  # type: ignore[call-overload]
+    data.update(input=input_spec, status=status, error=error, engine="ray", seconds=round(data["seconds"], 3),
+                rows_per_second=_rate(result.rows, data["seconds"]),
+                label_counts=dict(result.label_counts.most_common()))
+    return data
+
+
+def _rate(rows: int, seconds: float) -> float | None:
+    return round(rows / seconds, 2) if seconds > 0 else None
+
+
+def write(path: str, data: dict) -> None:
+    write_json_atomically(Path(path), data, indent=2)

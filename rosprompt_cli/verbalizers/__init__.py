@@ -1,0 +1,99 @@
+"""The verbalizers: how a label is read from the frozen backbone, one module each.
+
+- base.py: the `Scorer` protocol and the `TrainingHead` base both verbalizers implement;
+- embed.py: cosine between the prompted text vector and label-name embeddings (sentence encoders);
+- mlm.py (with expansion.py, NPPrompt's label-word expansion): MLM logits at a `<mask>`;
+- label_vectors.py: class vectors from label-name vectors, shared by inference and training.
+
+A new verbalizer is one module with a scorer and a training head, plus one entry in REGISTRY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rosprompt_cli.backbone import Backbone
+from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.prompt import SoftPrompt
+from rosprompt_cli.verbalizers.base import NamePool, Scorer, ScorerBase, TrainingHead
+from rosprompt_cli.verbalizers.embed import EmbedHead, EmbeddingScorer
+from rosprompt_cli.verbalizers.mlm import MlmHead, MlmOptions, MlmOverrides, MlmScorer, require_mlm_head
+
+AUTO = "auto"
+
+
+def _embed_scorer(backbone: Backbone, prompt: SoftPrompt | None, max_length: int | None,
+                  mlm: MlmOverrides) -> Scorer:
+    mlm.refuse()
+    return EmbeddingScorer(backbone, prompt, max_length=max_length)
+
+
+def _mlm_scorer(backbone: Backbone, prompt: SoftPrompt | None, max_length: int | None,
+                mlm: MlmOverrides) -> Scorer:
+    return MlmScorer(backbone, prompt, MlmOptions.from_prompt(prompt).with_overrides(mlm), max_length=max_length)
+
+
+@dataclass(frozen=True)
+class Verbalizer:
+    """One registry entry: its scorer class and how to build one from the options given, its
+    training head, and which backbones it needs (`require` raises the one-line refusal) or
+    suits (`suits`: the auto choice)."""
+
+    scorer_class: type[ScorerBase]
+    scorer: Callable[[Backbone, SoftPrompt | None, int | None, MlmOverrides], Scorer]
+    head: type[TrainingHead]
+    suits: Callable[[Backbone], bool]
+    require: Callable[[Backbone], None]
+
+
+# In order of preference for --verbalizer auto: the first that suits the backbone is chosen.
+REGISTRY: dict[str, Verbalizer] = {
+    "mlm": Verbalizer(MlmScorer, _mlm_scorer, MlmHead, lambda b: b.mlm_head is not None, require_mlm_head),
+    "embed": Verbalizer(EmbeddingScorer, _embed_scorer, EmbedHead, lambda b: True, lambda b: None),
+}
+CHOICES = (AUTO, *REGISTRY)
+
+
+def check_verbalizer(requested: str) -> str:
+    return check_choice("--verbalizer", requested, CHOICES)
+
+
+def choose_verbalizer(requested: str, backbone: Backbone, prompt: SoftPrompt | None = None) -> str:
+    """`auto`: the prompt's own verbalizer; without a prompt, the first in REGISTRY that suits
+    the backbone (mlm for a masked LM, embed otherwise). An explicit choice is checked against both."""
+    check_verbalizer(requested)
+    if requested == AUTO:
+        if prompt is not None:
+            return prompt.meta.verbalizer
+        return next(name for name, entry in REGISTRY.items() if entry.suits(backbone))
+    REGISTRY[requested].require(backbone)
+    if prompt is not None and prompt.meta.verbalizer != requested:
+        raise RosPromptError(
+            f"--verbalizer {requested}: the prompt was trained with the {prompt.meta.verbalizer} verbalizer; "
+            f"drop --verbalizer or train a prompt for {requested}"
+        )
+    return requested
+
+
+def make_scorer(
+    backbone: Backbone,
+    prompt: SoftPrompt | None = None,
+    verbalizer: str = AUTO,
+    max_length: int | None = None,
+    mlm: MlmOverrides | None = None,
+) -> Scorer:
+    """A scorer for `backbone` with the chosen verbalizer; `mlm`: MLM options given by the user
+    (None: the prompt's, else the defaults)."""
+    chosen = choose_verbalizer(verbalizer, backbone, prompt)
+    return REGISTRY[chosen].scorer(backbone, prompt, max_length, mlm or MlmOverrides())
+
+
+def training_head(verbalizer: str, backbone: Backbone, config: object, pool: NamePool) -> TrainingHead:
+    return REGISTRY[verbalizer].head(backbone, config, pool)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool", "Scorer",
+    "TrainingHead", "Verbalizer", "check_verbalizer", "choose_verbalizer", "make_scorer", "training_head",
+]

@@ -1,0 +1,104 @@
+"""The library does what the CLI does: the same job through `run_label`/`run_eval` in this process
+and through a real `rosprompt` process gives the same output bytes and the same metrics, with
+and without a prompt (so the lexicon default is covered); the README's Library examples run as
+written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+from conftest import REPO, SAMPLES
+from rosprompt_cli import (
+    EvalJob,
+    LabelJob,
+    LabelOptions,
+    LabelSet,
+    RosPromptError,
+    ScorerSpec,
+    build_scorer,
+    evaluate,
+    load_labelled,
+    parse_label_arg,
+    run_eval,
+    run_label,
+)
+from rosprompt_cli.events import Notice, RowsDone
+
+LABELS = "sports,politics,health"
+# What differs between two runs of the same job: timings, and where the output went.
+RUN_SPECIFIC = {"seconds", "rows_per_second", "output"}
+
+
+def _comparable(summary: dict) -> dict:
+    return {key: value for key, value in summary.items() if key not in RUN_SPECIFIC}
+
+
+@pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
+def test_label_job_writes_the_bytes_the_cli_writes(cli, rosprompt_home, tmp_path, prompt_args):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join((SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8").splitlines(True)[:60]),
+                   encoding="utf-8")
+    cli("label", src, "--labels", LABELS, "--top-k", "2", "--out", tmp_path / "cli.jsonl",
+        "--summary", tmp_path / "cli.json", *prompt_args)
+    events: list = []
+    result = run_label(
+        LabelJob(str(src), parse_label_arg(LABELS), out=str(tmp_path / "lib.jsonl"), options=LabelOptions(top_k=2),
+                 scorer=ScorerSpec(use_prompt=not prompt_args), summary=str(tmp_path / "lib.json")),
+        on_event=events.append,
+    )
+    assert (tmp_path / "lib.jsonl").read_bytes() == (tmp_path / "cli.jsonl").read_bytes()
+    cli_summary = json.loads((tmp_path / "cli.json").read_text())
+    assert _comparable(result.summary) == _comparable(cli_summary)
+    assert json.loads((tmp_path / "lib.json").read_text()) == json.loads(json.dumps(result.summary))
+    assert result.status == "ok" and result.rejected == 0 and result.summary["rows"] == 60
+    expected_note = "no prompt (plain zero-shot), lexicon label names" if prompt_args else "shipped prompt default.safetensors"
+    assert cli_summary["prompt"] == expected_note
+    # progress and status lines arrive as events, never printed
+    assert sum(e.count for e in events if isinstance(e, RowsDone)) == 60
+    assert any(isinstance(e, Notice) and "60 rows ->" in e.message for e in events)
+
+
+@pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
+def test_eval_job_reports_the_metrics_the_cli_reports(cli, rosprompt_home, tmp_path, prompt_args):
+    src = str(SAMPLES / "news_multilingual.csv")
+    cli("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json", *prompt_args)
+    spec = ScorerSpec(use_prompt=not prompt_args)
+    result = run_eval(EvalJob(src, label_col="category", lang_col="lang", scorer=spec))
+    assert json.loads(json.dumps(result.as_dict())) == json.loads((tmp_path / "m.json").read_text())
+    # the lower-level evaluate() on a scorer follows the same rules (lexicon default included)
+    data = load_labelled(src, "text", "category", "lang")
+    gold = LabelSet.from_names(sorted(data.label_names()))
+    scorer = build_scorer(spec)
+    assert evaluate(scorer, data, gold).as_dict() == result.report.as_dict()
+    with pytest.raises(RosPromptError, match=r"gold labels \['travel'\] are not among the labels"):
+        evaluate(scorer, data, LabelSet.from_names([n for n in gold.names if n != "travel"]))
+
+
+def _readme_library_blocks() -> list[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Library\n") : readme.index("## Exit codes")]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2, "the Library section's examples changed: update this test"
+    return blocks
+
+
+def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path):
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+    outputs = []
+    for block in _readme_library_blocks():
+        proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr.decode()
+        outputs.append(proc.stdout.decode())
+    assert outputs[0].startswith("ok 315 {")
+    assert "315 rows -> tagged/news_multilingual.parquet" in outputs[0]
+    assert pl.read_parquet(tmp_path / "tagged.parquet").height == 315
+    assert pl.read_parquet(tmp_path / "tagged" / "news_multilingual.parquet").height == 315
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", outputs[1])
