@@ -17,7 +17,8 @@ GIVEN = "eng_Latn"
 @dataclass(frozen=True)
 class Label:
     name: str  # the value written to the output
-    names: tuple[str, ...]  # verbalisations: the name itself first, then synonyms/translations
+    # How the verbalizer names the label: the name itself first, then synonyms and translations.
+    verbalisations: tuple[str, ...]
     # The label language of each name (FLORES-200 code), e.g. from the lexicon; names beyond
     # this tuple were given by the user and count as GIVEN (English).
     languages: tuple[str, ...] = ()
@@ -42,11 +43,12 @@ class LabelSet:
             if label.name in seen:
                 raise RosPromptError(f"label {label.name!r} is given twice; each label must be unique")
             seen.add(label.name)
-            if not label.names or any(not n.strip() for n in label.names):
+            if not label.verbalisations or any(not n.strip() for n in label.verbalisations):
                 raise RosPromptError(f"label {label.name!r} has an empty name in its list of names")
 
     @property
     def names(self) -> list[str]:
+        """The label names, in order: the values the output holds (not their verbalisations)."""
         return [label.name for label in self.labels]
 
     def __len__(self) -> int:
@@ -56,7 +58,7 @@ class LabelSet:
         """Every name of every label, flat: (names, owning label index, label language)."""
         names, owner, languages = [], [], []
         for i, label in enumerate(self.labels):
-            for j, name in enumerate(label.names):
+            for j, name in enumerate(label.verbalisations):
                 names.append(name)
                 owner.append(i)
                 languages.append(label.language_of(j))
@@ -67,7 +69,7 @@ class LabelSet:
         their languages; a name the label already has is not added again."""
         labels = []
         for label in self.labels:
-            names = list(label.names)
+            names = list(label.verbalisations)
             languages = [label.language_of(j) for j in range(len(names))]
             seen = set(names)
             for language, extra in by_language.get(label.name, {}).items():
@@ -80,7 +82,7 @@ class LabelSet:
         return LabelSet(tuple(labels))
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {label.name: list(label.names) for label in self.labels}
+        return {label.name: list(label.verbalisations) for label in self.labels}
 
     @classmethod
     def from_names(cls, names: list[str]) -> LabelSet:

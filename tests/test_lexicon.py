@@ -48,13 +48,13 @@ def test_expand_adds_lexicon_names_with_their_languages_and_keeps_unknown_labels
     given = LabelSet.from_mapping({"sports": ["sports", "deportes"], "knitting": ["knitting"]})
     expanded = expand(given)
     sports, knitting = expanded.labels
-    assert sports.names[:2] == ("sports", "deportes") and sports.languages[:2] == (GIVEN, GIVEN)
-    assert "michezo" in sports.names  # Swahili, from the lexicon
-    assert sports.languages[sports.names.index("michezo")] == "swh_Latn"
-    assert len(set(sports.names)) == len(sports.names), "a name is embedded once per label"
-    assert knitting.names == ("knitting",) and knitting.language_of(0) == GIVEN
+    assert sports.verbalisations[:2] == ("sports", "deportes") and sports.languages[:2] == (GIVEN, GIVEN)
+    assert "michezo" in sports.verbalisations  # Swahili, from the lexicon
+    assert sports.languages[sports.verbalisations.index("michezo")] == "swh_Latn"
+    assert len(set(sports.verbalisations)) == len(sports.verbalisations), "a name is embedded once per label"
+    assert knitting.verbalisations == ("knitting",) and knitting.language_of(0) == GIVEN
     names, owner, languages = expanded.name_table()
-    assert len(names) == len(owner) == len(languages) == len(sports.names) + 1
+    assert len(names) == len(owner) == len(languages) == len(sports.verbalisations) + 1
 
 
 def test_open_world_negatives_leave_out_the_labels_and_their_aliases():
