@@ -38,8 +38,8 @@ ENGINES = ("local", "ray")
 # Ray Data packs small blocks together up to a batch; 2048 rows would hand a small input to one
 # worker. 256 rows is seconds of work per batch on a CPU worker: small next to the scoring.
 RAY_BATCH_ROWS = 256
-# What a failure of the run is, for its summary: every error, and SIGINT/SIGTERM.
-_STOPS = (RosPromptError, Interrupted, Exception)
+# What ends a run early, for its summary: any error, and SIGINT/SIGTERM (a BaseException).
+_STOPS = (Exception, Interrupted)
 
 
 @dataclass(frozen=True)

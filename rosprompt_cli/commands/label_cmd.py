@@ -133,7 +133,8 @@ def label(
                              score_col=out_score_col),
         lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, resume=resume,
         force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
-        cluster=RayRequest(ray_address, num_workers, gpus_per_worker, cpus_per_worker),
+        cluster=RayRequest(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                           cpus_per_worker=cpus_per_worker),
     )
     result = run_label(job, common.Renderer())
     if result.rejected:

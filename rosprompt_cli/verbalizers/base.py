@@ -132,7 +132,7 @@ class ScorerBase:
         self.text_prefix = prompt.meta.text_prefix if prompt is not None else backbone.text_prefix
         self.max_length = max_length
         # Which prompt is in use, for status lines and summaries; spec.build_scorer names the file.
-        self.prompt_note = self.plain_note if prompt is None else "a prompt"
+        self.prompt_note = self.plain_note if prompt is None else "a given prompt"
         self._prompt_vectors = prompt.vectors.to(backbone.device) if prompt is not None else None
 
     @property
