@@ -6,7 +6,8 @@ Order of work, so that bad input fails before any model work and nothing is ever
    go to the rejects file with their line and reason (`--on-error skip`);
 3. label in chunks of `chunk_rows`; after each chunk the partial output is made durable and the
    progress file records it (resume.py);
-4. publish the output (atomic rename) and the rejects file; remove the progress file.
+4. publish the output (atomic rename) and the rejects file; remove the progress file; record
+   the run's fingerprint for a later --resume (resume.DoneRecord, in the cache).
 An interruption keeps the partial output and the progress file for `--resume`; any other
 failure removes them.
 """
@@ -32,7 +33,7 @@ from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_nested, sidecar
 from rosprompt_cli.paths import sha256_file
-from rosprompt_cli.resume import RunState, value_digest
+from rosprompt_cli.resume import DoneRecord, RunState, value_digest
 from rosprompt_cli.summary import RunSummary, tally_labels
 from rosprompt_cli.verbalizers import Scorer
 from rosprompt_cli.version import __version__
@@ -111,7 +112,8 @@ class FileRun:
         """Lock the output, check it can be written, and check every input row."""
         if self.target is not None:
             assert self._lock is not None
-            check_output_path(self.target, self.request.force)
+            # with --resume an existing output is decided on once the fingerprint is known (execute)
+            check_output_path(self.target, self.request.force or self.request.resume)
             self._lock.acquire()
         if self.request.on_error == "skip":
             check_output_path(self.rejects_path, True)
@@ -120,7 +122,7 @@ class FileRun:
             report = self.source.check(self.options.text_col, self.sink)
         else:
             report = self.source.check(self.options.text_col)
-        if self.sink.count and self.rejects_path.exists() and not self.request.force:
+        if self.sink.count and self.rejects_path.exists() and not (self.request.force or self.request.resume):
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
         if report.columns:
             columns = require_columns(self.source, {"--text-col": self.options.text_col})
@@ -169,8 +171,11 @@ class FileRun:
             "verbalizer": scorer.verbalizer,
         }
         summary.labels = list(label_set.names)
-        state = RunState(self.target, self.fingerprint(scorer, label_set)) if self.target else None
+        fingerprint = self.fingerprint(scorer, label_set) if self.target else {}
+        state = RunState(self.target, fingerprint) if self.target else None
         progress = state.load_for_resume() if (state and self.request.resume) else None
+        if progress is None and self.request.resume and self.target is not None and self.target.exists():
+            return self._complete_already(DoneRecord(self.target).complete_for(fingerprint))
         if state is not None and progress is None:
             state.clear()  # a stale progress file must never describe this run's fresh partial output
         if progress:
@@ -221,6 +226,24 @@ class FileRun:
             state.clear()
         self._publish_rejects()
         summary.status = "partial" if summary.rejected else "ok"
+        if self.target is not None:
+            try:
+                DoneRecord(self.target).save(fingerprint, {
+                    "rows": summary.rows, "labelled": summary.labelled, "empty_text": summary.empty_text,
+                    "rejected": summary.rejected, "label_counts": dict(summary.label_counts),
+                })
+            except OSError:
+                pass  # the record only spares a later --resume the work; without it, that run refuses and says why
+        return summary
+
+    def _complete_already(self, counts: dict) -> RunSummary:
+        """--resume found the output complete for this very run: nothing to do, nothing touched
+        (the rejects of the run that made it stay where they are)."""
+        summary = self.summary
+        summary.status = "complete"
+        summary.rows, summary.labelled, summary.empty_text = counts["rows"], counts["labelled"], counts["empty_text"]
+        summary.label_counts = Counter(counts["label_counts"])
+        summary.rejected, summary.rejected_by_reason = 0, {}
         return summary
 
     def _publish_rejects(self) -> None:

@@ -75,8 +75,19 @@ class OutputColumns:
             cols += [self.score_of(name) for name in self.label_names]
         return cols
 
+    def refuse_duplicates(self) -> None:
+        """Two added columns with one name (e.g. --out-label-col x --out-score-col x): one would
+        overwrite the other."""
+        names = self.names()
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:
+            raise RosPromptError(
+                f"the output would add column {twice[0]!r} twice; give --out-label-col/--out-score-col other names"
+            )
+
     def refuse_clash(self, display: str, columns: list[str]) -> None:
         """An input column with the name of a column the output adds would be overwritten."""
+        self.refuse_duplicates()
         clash = [c for c in self.names() if c in columns]
         if clash:
             raise RosPromptError(

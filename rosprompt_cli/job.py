@@ -26,7 +26,7 @@ from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info, warn
 from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, ON_ERROR, FileRun, RunRequest, check_chunk_rows, describe_rejects
 from rosprompt_cli.formats import STDIO
-from rosprompt_cli.frames import LabelOptions
+from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
@@ -73,6 +73,7 @@ class LabelJob:
         check_choice("--engine", self.engine, ENGINES)
         if self.engine == "local" and self.cluster.given():
             raise RosPromptError(f"{self.cluster.given()[0]} is an option of --engine ray")
+        OutputColumns(tuple(self.labels.names), self.options).refuse_duplicates()
         if self.on_error is not None:
             check_choice("--on-error", self.on_error, ON_ERROR)
         if self.summary and not Path(self.summary).resolve().parent.is_dir():
@@ -148,6 +149,10 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
         done = run.execute(scorer, label_set, on_rows=lambda n: on_event(RowsDone(n)))
     finally:
         on_event(RowsFinished())
+    if done.status == "complete":
+        info(on_event, f"{done.output}: complete already for the same input, model, prompt, labels and options "
+                       f"({done.rows:,} rows); nothing to do")
+        return
     where = "stdout" if done.output == "<stdout>" else done.output
     resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
     info(on_event, f"{done.rows:,} rows -> {where} ({done.labelled:,} labelled, {done.empty_text:,} with empty text"
@@ -163,15 +168,17 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
         raise RosPromptError("--rejects names one file; with a folder or glob input each output gets its own NAME.rejects.jsonl")
     files, _ = input_files(job.input, job.fmt)
     folder = output_folder(job.out)
-    plans, complete = plan_jobs(files, per_file_outputs(files, folder, job.out_format), job.force, job.resume)
-    if complete:
-        info(on_event, f"--resume: {len(complete)} of {len(files)} outputs are complete already and kept")
+    plans = plan_jobs(files, per_file_outputs(files, folder, job.out_format), job.force, job.resume)
     folder.mkdir(exist_ok=True)
     done: list[dict] = []
+
+    def complete() -> list[str]:  # outputs --resume found complete and kept
+        return [one["output"] for one in done if one["status"] == "complete"]
+
     try:
         for number, plan in enumerate(plans):
             request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
-                                 on_error=job.on_error or "skip", force=job.force, resume=plan.resume,
+                                 on_error=job.on_error or "skip", force=job.force, resume=job.resume,
                                  chunk_rows=chunk_rows)
             with FileRun(request, job.options, list(job.labels.names)) as run:
                 try:
@@ -179,10 +186,12 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
                 finally:
                     done.append(run.summary.as_dict())
     except _STOPS as exc:
-        _write_summary(job, summaries.combined(done, *summaries.failure(exc), complete))
+        _write_summary(job, summaries.combined(done, *summaries.failure(exc), complete()))
         raise
+    if complete():
+        info(on_event, f"--resume: {len(complete())} of {len(files)} outputs are complete already and kept")
     status = "partial" if any(one["rejected"] for one in done) else "ok"
-    return LabelResult(_write_summary(job, summaries.combined(done, status, None, complete)))
+    return LabelResult(_write_summary(job, summaries.combined(done, status, None, complete())))
 
 
 def _refuse_for_ray(job: LabelJob) -> None:

@@ -110,16 +110,19 @@ def load_label_file(path: str | Path) -> LabelSet:
     path = Path(path)
     if not path.is_file():
         raise RosPromptError(f"{path}: label file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RosPromptError(f"{path}: byte {exc.start} is not UTF-8; save the label file as UTF-8") from exc
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_refuse_repeated_keys)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _load_yaml_text(text)
     except json.JSONDecodeError as exc:
         raise RosPromptError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})") from exc
+    except RosPromptError as exc:
+        raise RosPromptError(f"{path}: {exc}") from exc
     except Exception as exc:  # yaml.YAMLError carries a position in problem_mark
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -129,7 +132,7 @@ def load_label_file(path: str | Path) -> LabelSet:
     if isinstance(data, dict):
         mapping: dict[str, list[str]] = {}
         for key, value in data.items():
-            if value is None:
+            if value is None or value == "":  # `sports:` with no names
                 value = []
             elif isinstance(value, str):
                 value = [value]
@@ -138,6 +141,36 @@ def load_label_file(path: str | Path) -> LabelSet:
             mapping[str(key).strip()] = [str(v).strip() for v in value]
         return LabelSet.from_mapping(mapping)
     raise RosPromptError(f"{path}: expected a mapping of label -> names, or a list of labels")
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:
+        raise RosPromptError(f"label {repeated!r} is given twice; each label must be unique")
+    return dict(pairs)
+
+
+def _load_yaml_text(text: str) -> object:
+    """YAML with every value read as the text written: `yes`, `no`, `on`, `off` and `1.0` stay
+    label names instead of turning into booleans and numbers; a key given twice is an error (a
+    YAML mapping would keep only the last)."""
+    import yaml
+
+    class TextLoader(yaml.BaseLoader):
+        pass
+
+    def mapping(loader: yaml.BaseLoader, node: yaml.MappingNode) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"label {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    TextLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=TextLoader)  # noqa: S506 - BaseLoader builds only strings, lists and dicts
 
 
 def resolve_label_set(labels: str | None, labels_file: str | None, fallback: list[str] | None = None) -> LabelSet:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.formats import STDIO, check_format, extension, format_from_path, is_table_file
-from rosprompt_cli.output import sidecar
 
 GLOB_CHARACTERS = "*?["
 
@@ -83,25 +82,13 @@ class FileJob:
 
     input: Path
     output: Path
-    resume: bool  # an interrupted run left its progress file: continue it
 
 
-def plan_jobs(files: list[Path], outputs: list[Path], force: bool, resume: bool) -> tuple[list[FileJob], list[Path]]:
-    """The files still to label, and the outputs already complete (skipped by --resume).
-
-    With --resume, an output with a progress file beside it is continued, a finished one (no
-    progress file) is kept, and a missing one is started; without it, an existing output needs
-    --force. Everything is checked before any file is labelled."""
-    jobs: list[FileJob] = []
-    done: list[Path] = []
-    for file, target in zip(files, outputs):
-        interrupted = sidecar(target, "state").exists()
-        if resume and interrupted:
-            jobs.append(FileJob(file, target, True))
-        elif resume and target.exists():
-            done.append(target)
-        elif target.exists() and not force:
+def plan_jobs(files: list[Path], outputs: list[Path], force: bool, resume: bool) -> list[FileJob]:
+    """Each input file with its output. Without --resume or --force an existing output is refused,
+    before any file is labelled; with --resume each file's run decides as a single file's would
+    (continue an interrupted run, keep an output complete for the same run, or start)."""
+    for target in outputs:
+        if target.exists() and not (force or resume):
             raise RosPromptError(f"{target}: output file exists; pass --force to overwrite it (or --resume to keep finished outputs)")
-        else:
-            jobs.append(FileJob(file, target, False))
-    return jobs, done
+    return [FileJob(file, target) for file, target in zip(files, outputs)]

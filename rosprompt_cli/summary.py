@@ -88,7 +88,7 @@ def failure(exc: BaseException) -> tuple[str, str]:
     return ("interrupted" if isinstance(exc, Interrupted) else "failed"), getattr(exc, "message", None) or str(exc)
 
 
-def combined(summaries: list[dict], status: str, error: str | None, skipped: list[Path]) -> dict:
+def combined(summaries: list[dict], status: str, error: str | None, skipped: list[str]) -> dict:
     """A multi-file run: totals, the outputs kept as complete by --resume, and each file's summary."""
     label_counts: Counter = Counter()
     for one in summaries:
@@ -100,7 +100,7 @@ def combined(summaries: list[dict], status: str, error: str | None, skipped: lis
         "engine": "local", "status": status, "error": error, **totals,
         "rows_per_second": _rate(totals["rows"], totals["seconds"]),
         "label_counts": dict(label_counts.most_common()),
-        "skipped_complete": [str(p) for p in skipped],
+        "skipped_complete": skipped,
         "files": summaries,
     }
 

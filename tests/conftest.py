@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 SIB = REPO.parent / "shared" / "data" / "sib200"
 SIB_LABELS = "science/technology,travel,politics,sports,health,entertainment,geography"
+# SIB-200 sits beside the repository in CI (../shared), not in a user's clone.
+requires_sib = pytest.mark.skipif(
+    not SIB.is_dir(), reason=f"needs SIB-200 at {SIB} (../shared beside the repository, as in CI; not shipped)"
+)
 
 
 @pytest.fixture(scope="session")

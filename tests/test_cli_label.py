@@ -105,6 +105,13 @@ def test_output_column_clash_is_refused(cli, tmp_path):
     assert proc.returncode == 1 and b"--out-label-col" in proc.stderr
     cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", "--out-label-col", "predicted")
     assert _read_csv(tmp_path / "o.csv")[0].keys() == {"text", "label", "predicted", "score"}
+    # two added columns with one name: refused before any work, nothing written
+    for args in (["--out-label-col", "x", "--out-score-col", "x"], ["--labels", "2,b", "--top-k", "2", "--all-scores"]):
+        proc = cli("label", src, "--labels", "a,b", "--out-label-col", "predicted", "--out", tmp_path / "p.csv", *args,
+                   check=False)
+        err = " ".join(proc.stderr.decode().split())
+        assert proc.returncode == 1 and "twice; give --out-label-col/--out-score-col other names" in err, err
+        assert "Traceback" not in err and not (tmp_path / "p.csv").exists()
 
 
 @pytest.mark.parametrize("bad", ["sports,,politics", "sports,sports"])
@@ -136,3 +143,13 @@ def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_
     assert [r["label"] for r in with_lexicon] == ["sports", "weather"]
     assert with_lexicon[0]["score_sports"] != without[0]["score_sports"], "the lexicon changes the label vectors"
     assert [r["text"] for r in without] == [r["text"] for r in with_lexicon]
+
+
+def test_status_lines_are_never_wrapped(cli, tmp_path):
+    """A log from cron keeps one event per line, however narrow the terminal says it is."""
+    out = tmp_path / ("a-rather-long-folder-name-" * 3)
+    out.mkdir()
+    proc = cli("label", SAMPLES / "news_multilingual.jsonl", "--labels", "sports,politics", "--out", out / "o.csv",
+               env={"COLUMNS": "40"})
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 2 and all(line.startswith("rosprompt: ") for line in lines), lines

@@ -184,8 +184,9 @@ def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
         fh.write('{"id": -1, "text": "one more"}\n')
     changed = cli("label", src, "--labels", LABELS, *common, "--resume", check=False)
     assert changed.returncode == 1 and b"the input file changed" in changed.stderr
-    nothing = cli("label", src, "--labels", LABELS, "--out", tmp_path / "other.csv", "--resume", check=False)
-    assert nothing.returncode == 1 and b"no interrupted run to resume" in nothing.stderr
+    # nothing to resume (a first night, or a run killed before its first checkpoint): start afresh
+    nothing = cli("label", src, "--labels", LABELS, "--out", tmp_path / "other.csv", "--resume")
+    assert len(_records(tmp_path / "other.csv")) == 401 and b"resumed" not in nothing.stderr
     fresh = cli("label", src, "--labels", LABELS, *common)  # without --resume: starts over
     assert len(_records(tmp_path / "o.csv")) == 401 and b"resumed" not in fresh.stderr
 
@@ -206,3 +207,42 @@ def test_a_second_run_on_the_same_output_is_refused(cli, tmp_path):
     # The lock dies with its holder: a new run (here resuming) is not blocked by a stale lock.
     cli("label", src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out, "--resume")
     assert len(_records(out)) == 600
+
+
+def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
+    """README's cron recipe: the same command line, night after night, whatever happened before."""
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 300)
+
+    def night(out: Path, labels: str = LABELS) -> list[object]:
+        return [src, "--labels", labels, "--chunk-rows", "50", "--batch-size", "16", "--out", out,
+                "--summary", tmp_path / "run.json", "--resume"]
+
+    out = tmp_path / "tagged.jsonl"
+    # a night killed before its first checkpoint (the model still loading): no progress file is left
+    early = _start(cli, *night(out))
+    time.sleep(1.0)
+    early.kill()
+    early.communicate()
+    assert not out.exists() and not (tmp_path / ".tagged.jsonl.rosprompt-state").exists()
+    # the next night the same line starts afresh
+    cli("label", *night(out))
+    reference, stamp = out.read_bytes(), out.stat().st_mtime_ns
+    assert len(_records(out)) == 300 and json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    # run again on a complete output: exit 0, one line, the output untouched
+    again = cli("label", *night(out))
+    assert b"complete already" in again.stderr and out.stat().st_mtime_ns == stamp
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert (summary["status"], summary["rows"]) == ("complete", 300)
+    # a night interrupted after some chunks (SIGKILL), then the same line continues it
+    day2 = tmp_path / "day2.jsonl"
+    proc = _start(cli, *night(day2))
+    _wait_for_progress(tmp_path / ".day2.jsonl.rosprompt-state", proc, 100)
+    proc.kill()
+    proc.communicate()
+    resumed = cli("label", *night(day2))
+    assert b"resumed at row" in resumed.stderr and day2.read_bytes() == reference
+    # a night with other labels on a complete output: refused, naming what changed, nothing touched
+    changed = cli("label", *night(out, "sports,politics"), check=False)
+    assert changed.returncode == 1 and b"the labels changed" in changed.stderr and b"Traceback" not in changed.stderr
+    assert out.read_bytes() == reference and out.stat().st_mtime_ns == stamp

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLES, SIB, SIB_LABELS
+from conftest import SAMPLES, SIB, SIB_LABELS, requires_sib
 
 
 def test_eval_on_samples_is_well_above_chance(cli, tmp_path):
@@ -133,6 +133,7 @@ def test_train_and_eval_from_a_datasets_folder(cli, tmp_path):
     assert report["n"] == 14 and set(report["labels"]) == set(names)
 
 
+@requires_sib
 def test_eval_on_a_sib200_dev_file(cli, tmp_path):
     metrics = tmp_path / "m.json"
     cli("eval", SIB / "dev" / "swh_Latn.tsv", "--label-col", "category", "--no-prompt", "--output", metrics)

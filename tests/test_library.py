@@ -100,3 +100,23 @@ def test_label_set_requires_labels():
     with pytest.raises(RosPromptError, match="no labels given"):
         resolve_label_set(None, None)
     assert json.dumps(LabelSet.from_names(["x"]).as_dict()) == '{"x": ["x"]}'
+
+
+def test_label_files_keep_names_as_written_and_refuse_repeats(tmp_path):
+    words = tmp_path / "words.yaml"
+    words.write_text("yes: [si, ja]\nno:\n'off': aus\n1.0: one\n", encoding="utf-8")
+    assert load_label_file(words).as_dict() == {"yes": ["yes", "si", "ja"], "no": ["no"], "off": ["off", "aus"],
+                                                "1.0": ["1.0", "one"]}
+    assert load_label_file(tmp_path / "words.yaml").names == ["yes", "no", "off", "1.0"]
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text("sports: [a]\npolitics: b\nsports: [c]\n", encoding="utf-8")
+    with pytest.raises(RosPromptError, match=r"repeated.yaml:3:1: invalid YAML \(label 'sports' is given twice\)"):
+        load_label_file(repeated)
+    repeated_json = tmp_path / "repeated.json"
+    repeated_json.write_text('{"a": ["x"], "a": ["y"]}', encoding="utf-8")
+    with pytest.raises(RosPromptError, match=r"repeated.json: label 'a' is given twice"):
+        load_label_file(repeated_json)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"café": ["x"]}'.encode("latin-1"))
+    with pytest.raises(RosPromptError, match=r"latin1.json: byte 5 is not UTF-8"):
+        load_label_file(latin1)

@@ -47,9 +47,9 @@ def test_folder_input_writes_one_output_per_file_and_sets_bad_rows_aside(cli, cs
 
 def test_resume_keeps_finished_outputs_and_existing_ones_need_force(cli, csv_folder, tmp_path):
     out = tmp_path / "tagged"
-    cli("label", str(csv_folder / "one.csv"), "--labels", LABELS, "--out", tmp_path / "x.parquet")  # warm cache
     out.mkdir()
-    (out / "one.parquet").write_bytes((tmp_path / "x.parquet").read_bytes())
+    # one.csv labelled on its own into the folder, as a run interrupted after its first file leaves it
+    cli("label", str(csv_folder / "one.csv"), "--labels", LABELS, "--out", out / "one.parquet")
     before = (out / "one.parquet").stat().st_mtime_ns
     refused = cli("label", csv_folder, "--labels", LABELS, "--out", out, check=False)
     assert refused.returncode == 1 and "one.parquet: output file exists" in refused.stderr.decode()
@@ -61,7 +61,8 @@ def test_resume_keeps_finished_outputs_and_existing_ones_need_force(cli, csv_fol
     assert pl.read_parquet(out / "two.parquet").height == 15
     report = json.loads(summary.read_text())
     assert report["skipped_complete"] == [str(out / "one.parquet")]  # the outputs --resume kept as complete
-    assert [Path(one["output"]).name for one in report["files"]] == ["two.parquet"]
+    assert {Path(one["output"]).name: one["status"] for one in report["files"]} == {"one.parquet": "complete",
+                                                                                  "two.parquet": "partial"}
 
 
 def test_glob_input_and_name_clashes(cli, tmp_path):
@@ -107,3 +108,15 @@ def test_engine_ray_without_the_extra_says_how_to_install(rosprompt_home, csv_fo
     )
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "pip install 'rosprompt[ray]'" in err and "Traceback" not in err
+
+
+def test_resume_refuses_an_output_it_cannot_vouch_for(cli, csv_folder, tmp_path):
+    """An output that no run of this rosprompt recorded (copied in, or changed since) is not
+    kept as complete: --resume refuses it in one line rather than keep or overwrite it."""
+    out = tmp_path / "tagged"
+    out.mkdir()
+    (out / "one.parquet").write_bytes(b"PAR1 not what a run wrote PAR1")
+    proc = cli("label", csv_folder, "--labels", LABELS, "--out", out, "--resume", check=False)
+    err = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 1 and "one.parquet: output file exists, and no record says which run made it" in err
+    assert (out / "one.parquet").read_bytes() == b"PAR1 not what a run wrote PAR1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from conftest import SIB
+from conftest import SIB, requires_sib
 
 # 24 languages, 15 scripts.
 LANGUAGES = [
@@ -19,6 +19,7 @@ def _dev_texts(lang: str) -> list[str]:
         return [row["text"] for row in csv.DictReader(fh, delimiter="\t")]
 
 
+@requires_sib
 def test_ids_match_the_genuine_tokenizer_on_sib200_dev(backbone):
     from tokenizers import Tokenizer
 

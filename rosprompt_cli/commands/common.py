@@ -14,7 +14,8 @@ from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStar
 from rosprompt_cli.spec import ScorerSpec
 from rosprompt_cli.verbalizers import MlmOverrides
 
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: one status line stays one line in a log, whatever the terminal's width
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Model = Annotated[
     str | None,

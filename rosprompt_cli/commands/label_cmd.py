@@ -66,7 +66,12 @@ def label(
     ] = None,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue an interrupted run on the same --out from its last saved chunk; refused if the input, model, prompt, labels or options changed."),
+        typer.Option(
+            "--resume",
+            help="Safe to repeat (a cron line): continue an interrupted run on the same --out from its last saved "
+            "chunk, start afresh if there is none, do nothing if --out is complete for the same run; refused if "
+            "the input, model, prompt, labels or options changed.",
+        ),
     ] = False,
     chunk_rows: Annotated[
         int | None,
