@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     INTERNAL = 3  # a bug: please report it
     REJECTED = 4  # label: output published, but some input rows were set aside (the rejects file)
     LOCKED = 5  # label: another run is writing the same output (output.OutputLocked)
+    STDOUT_CLOSED = 141  # label: stdout's reader went away (| head); 128 + SIGPIPE, as the shell reports it
 
 
 class RosPromptError(Exception):

@@ -74,6 +74,15 @@ class EvalJob:
     split: str | None = None
     output: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.output is None:
+            return
+        output = Path(self.output)
+        if output.is_dir():
+            raise RosPromptError(f"--output {self.output}: is a folder; give a file name for the metrics")
+        if not output.resolve().parent.is_dir():
+            raise RosPromptError(f"--output {self.output}: folder {output.parent} does not exist; create it first")
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -90,6 +99,7 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
     data = load_labelled(job.input, job.text_col, job.label_col, job.lang_col, job.fmt, job.split, EVAL_SPLITS)
     label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
     check_gold_labels(data, label_set)  # before the model loads
+    label_set.require_choice("every row would be predicted right (accuracy 1.0); name other labels with --labels")
     scorer = build_scorer(job.scorer)
     scored, lexicon_note = label_set_for(scorer, label_set, job.lexicon)
     note = scorer.prompt_note + lexicon_note

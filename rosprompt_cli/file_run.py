@@ -64,6 +64,40 @@ class RunRequest:
             raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
 
 
+def rejects_path(out: str, rejects: str | None) -> Path:
+    """Where rows set aside go: --rejects, else OUT's name with .rejects.jsonl, else (stdout)
+    ./rosprompt-rejects.jsonl."""
+    if rejects:
+        return Path(rejects)
+    if out == STDIO:
+        return Path(STDOUT_REJECTS)
+    return Path(out).with_name(Path(out).stem + ".rejects.jsonl")
+
+
+def refuse_shared_paths(named: dict[str, str | Path | None]) -> None:
+    """Any two of the files a run reads or writes (by role) that are one file are refused before
+    any work: writing one would destroy the other."""
+    seen: dict[Path, str] = {}
+    for role, path in named.items():
+        if path is None or str(path) == STDIO:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise RosPromptError(f"{path}: {seen[resolved]} and {role} are the same file; give each its own")
+        seen[resolved] = role
+
+
+def run_files(input: str, out: str, rejects: str | None, summary: str | None) -> dict[str, str | Path | None]:
+    """The files one single-file run touches, by role."""
+    named: dict[str, str | Path | None] = {"the input": input, "--out": out}
+    if out != STDIO:
+        for role in ("partial", "lock", "state"):
+            named[f"the --out {role} file"] = sidecar(Path(out), role)
+    named["--rejects"] = rejects_path(out, rejects)
+    named["--summary"] = summary
+    return named
+
+
 def check_chunk_rows(rows: int) -> int:
     if rows < 1:
         raise RosPromptError("--chunk-rows must be at least 1")
@@ -86,10 +120,7 @@ class FileRun:
         else:
             self.out_fmt = format_from_path(request.out, request.out_format, what="output")
             self.target = Path(request.out)
-        default_rejects = (
-            self.target.with_name(self.target.stem + ".rejects.jsonl") if self.target else Path(STDOUT_REJECTS)
-        )
-        self.rejects_path = Path(request.rejects) if request.rejects else default_rejects
+        self.rejects_path = rejects_path(request.out, request.rejects)
         self._rejects_partial = sidecar(self.rejects_path, "partial")
         self._lock = OutputLock(self.target) if self.target else None
         self._rejects_stream = None

@@ -24,11 +24,21 @@ from pathlib import Path
 from rosprompt_cli import summary as summaries
 from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info, warn
-from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, ON_ERROR, FileRun, RunRequest, check_chunk_rows, describe_rejects
+from rosprompt_cli.file_run import (
+    DEFAULT_CHUNK_ROWS,
+    ON_ERROR,
+    FileRun,
+    RunRequest,
+    check_chunk_rows,
+    describe_rejects,
+    refuse_shared_paths,
+    run_files,
+)
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.output import OutputLock
 from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
 from rosprompt_cli.shards import input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
 from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
@@ -73,11 +83,16 @@ class LabelJob:
         check_choice("--engine", self.engine, ENGINES)
         if self.engine == "local" and self.cluster.given():
             raise RosPromptError(f"{self.cluster.given()[0]} is an option of --engine ray")
+        self.labels.require_choice("every row would get it, with score 1.0")
         OutputColumns(tuple(self.labels.names), self.options).refuse_duplicates()
         if self.on_error is not None:
             check_choice("--on-error", self.on_error, ON_ERROR)
         if self.summary and not Path(self.summary).resolve().parent.is_dir():
             raise RosPromptError(f"--summary {self.summary}: folder {Path(self.summary).parent} does not exist")
+        if self.engine == "local" and not is_multi_file(self.input):
+            refuse_shared_paths(run_files(self.input, self.out, self.rejects, self.summary))
+        else:
+            refuse_shared_paths({"--out": self.out, "--summary": self.summary})
 
 
 @dataclass(frozen=True)
@@ -96,34 +111,68 @@ class LabelResult:
         return int(self.summary.get("rejected", 0))
 
 
+SummarySoFar = Callable[[str, "str | None"], dict]  # (status, error) -> what --summary says if the run stops now
+
+
 def run_label(job: LabelJob, on_event: OnEvent = ignore) -> LabelResult:
     """Label every row of the job's input; see the module docstring. Raises RosPromptError
-    (bad input, arguments or environment; nothing published) or interrupt.Interrupted."""
-    if job.engine == "ray":
-        return _label_on_ray(job, on_event)
-    # before the input pre-pass, which may take a while
-    job.scorer.check_placement()
-    chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if job.chunk_rows is None else job.chunk_rows)
-    load_scorer = cache(lambda: build_scorer(job.scorer))  # once, after the first file's pre-pass
-    if is_multi_file(job.input):
-        return _label_files(job, chunk_rows, load_scorer, on_event)
-    request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
-                         on_error=job.on_error or "skip", rejects=job.rejects, force=job.force,
-                         resume=job.resume, chunk_rows=chunk_rows)
-    with FileRun(request, job.options, list(job.labels.names)) as run:
-        try:
-            _run_file(run, job, load_scorer, on_event)
-        except _STOPS as exc:
-            run.summary.status, run.summary.error = summaries.failure(exc)
-            _write_summary(job, run.summary.as_dict())
-            raise
-        return LabelResult(_write_summary(job, run.summary.as_dict()))
+    (bad input, arguments or environment; nothing published) or interrupt.Interrupted; the
+    --summary file says how the run ended either way."""
+    so_far: list[SummarySoFar] = [lambda status, error: failed_summary(job.input, job.out, status, error)]
+    try:
+        if job.engine == "ray":
+            summary = _label_on_ray(job, on_event, so_far)
+        else:
+            summary = _label_locally(job, on_event, so_far)
+    except _STOPS as exc:
+        _write_summary(job, so_far[-1](*summaries.failure(exc)))
+        raise
+    return LabelResult(_write_summary(job, summary))
 
 
 def _write_summary(job: LabelJob, data: dict) -> dict:
     if job.summary:
         summaries.write(job.summary, data)
     return data
+
+
+def failed_summary(input: str, out: str, status: str, error: str | None) -> dict:
+    """The --summary of a run that stopped before it read a row (bad options, labels or input):
+    a monitor then reads this failure rather than yesterday's "ok"."""
+    output = "<stdout>" if out == STDIO else out
+    return summaries.RunSummary(input=input, output=output, status=status, error=error).as_dict()
+
+
+def write_failed_summary(path: str | None, input: str, out: str, rejects: str | None, exc: BaseException) -> None:
+    """--summary for a run refused before it became a job (its options did not make one); never
+    over any other file of the run, and not where the folder is missing."""
+    if not path or not Path(path).resolve().parent.is_dir():
+        return
+    others = {Path(p).expanduser().resolve() for p in run_files(input, out, rejects, None).values()
+              if p is not None and str(p) != STDIO}
+    if Path(path).resolve() not in others:
+        summaries.write(path, failed_summary(input, out, *summaries.failure(exc)))
+
+
+def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) -> dict:
+    # before the input pre-pass, which may take a while
+    job.scorer.check_placement()
+    chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if job.chunk_rows is None else job.chunk_rows)
+    load_scorer = cache(lambda: build_scorer(job.scorer))  # once, after the first file's pre-pass
+    if is_multi_file(job.input):
+        return _label_files(job, chunk_rows, load_scorer, on_event, so_far)
+    request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
+                         on_error=job.on_error or "skip", rejects=job.rejects, force=job.force,
+                         resume=job.resume, chunk_rows=chunk_rows)
+    with FileRun(request, job.options, list(job.labels.names)) as run:
+        so_far.append(lambda status, error: _file_summary(run, status, error))
+        _run_file(run, job, load_scorer, on_event)
+        return run.summary.as_dict()
+
+
+def _file_summary(run: FileRun, status: str, error: str | None) -> dict:
+    run.summary.status, run.summary.error = status, error
+    return run.summary.as_dict()
 
 
 def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on_event: OnEvent,
@@ -161,7 +210,8 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
         warn(on_event, describe_rejects(run.sink, source, run.rejects_path))
 
 
-def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Scorer], on_event: OnEvent) -> LabelResult:
+def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Scorer], on_event: OnEvent,
+                 so_far: list[SummarySoFar]) -> dict:
     """A folder or glob input: file after file with one loaded model, one output per file in the
     --out folder; every output is checked before the first file is labelled."""
     if job.rejects:
@@ -175,23 +225,22 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
     def complete() -> list[str]:  # outputs --resume found complete and kept
         return [one["output"] for one in done if one["status"] == "complete"]
 
-    try:
-        for number, plan in enumerate(plans):
-            request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
-                                 on_error=job.on_error or "skip", force=job.force, resume=job.resume,
-                                 chunk_rows=chunk_rows)
-            with FileRun(request, job.options, list(job.labels.names)) as run:
-                try:
-                    _run_file(run, job, load_scorer, on_event, announce=number == 0)
-                finally:
-                    done.append(run.summary.as_dict())
-    except _STOPS as exc:
-        _write_summary(job, summaries.combined(done, *summaries.failure(exc), complete()))
-        raise
+    so_far.append(lambda status, error: summaries.combined(done, status, error, complete()))
+    for number, plan in enumerate(plans):
+        request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
+                             on_error=job.on_error or "skip", force=job.force, resume=job.resume,
+                             chunk_rows=chunk_rows)
+        with FileRun(request, job.options, list(job.labels.names)) as run:
+            try:
+                _run_file(run, job, load_scorer, on_event, announce=number == 0)
+            except _STOPS as exc:
+                done.append(_file_summary(run, *summaries.failure(exc)))
+                raise
+            done.append(run.summary.as_dict())
     if complete():
         info(on_event, f"--resume: {len(complete())} of {len(files)} outputs are complete already and kept")
     status = "partial" if any(one["rejected"] for one in done) else "ok"
-    return LabelResult(_write_summary(job, summaries.combined(done, status, None, complete())))
+    return summaries.combined(done, status, None, complete())
 
 
 def _refuse_for_ray(job: LabelJob) -> None:
@@ -213,9 +262,11 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError("--quantize int8 is for CPU workers; GPU workers use --dtype float16 or bfloat16 instead")
 
 
-def _label_on_ray(job: LabelJob, on_event: OnEvent) -> LabelResult:
+def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) -> dict:
     """Check the model, prompt and labels here (one line on error, before any cluster work), then
     let the workers label."""
+    so_far.append(lambda status, error: summaries.ray_summary(RayResult(output=job.out, files=0, workers=0),
+                                                              job.input, status, error))
     # a Ray worker's device is its own, and the driver may have no GPU at all
     replace(job.scorer, device="cpu", dtype="auto").check_placement()
     _refuse_for_ray(job)
@@ -223,21 +274,17 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent) -> LabelResult:
     spec = job.scorer.with_absolute_paths()
     require_ray()
     input_files(job.input, job.fmt)
-    check_target(job.out, job.force)
-    scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none"))
-    label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
-    info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
-                   f"starting Ray workers")
-    del scorer
-    try:
+    with OutputLock(Path(job.out)):  # the same lock a local run on this --out takes
+        check_target(job.out, job.force)
+        scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none"))
+        label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
+        info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
+                       f"starting Ray workers")
+        del scorer
         result = label_with_ray(job.input, job.out, job.fmt, spec, label_set, job.options, job.cluster, chunk_rows,
                                 job.force)
-    except _STOPS as exc:
-        failed = RayResult(output=job.out, files=0, workers=0)
-        _write_summary(job, summaries.ray_summary(failed, job.input, *summaries.failure(exc)))
-        raise
     rate = result.rows / result.seconds if result.seconds > 0 else 0.0
     info(on_event, f"{result.rows:,} rows from {result.files} file(s) -> {result.output} ({result.labelled:,} "
                    f"labelled, {result.empty_text:,} with empty text) in {result.seconds:.1f}s, {rate:,.0f} rows/s "
                    f"on {result.workers} worker(s)")
-    return LabelResult(_write_summary(job, summaries.ray_summary(result, job.input)))
+    return summaries.ray_summary(result, job.input)

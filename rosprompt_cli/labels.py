@@ -51,6 +51,14 @@ class LabelSet:
         """The label names, in order: the values the output holds (not their verbalisations)."""
         return [label.name for label in self.labels]
 
+    def require_choice(self, what: str) -> LabelSet:
+        """This set, if it offers a choice: with one label, `what` would be decided before any text is read."""
+        if len(self.labels) < 2:
+            raise RosPromptError(
+                f"only one label ({self.labels[0].name!r}): {what}; give at least two labels"
+            )
+        return self
+
     def __len__(self) -> int:
         return len(self.labels)
 

@@ -10,6 +10,7 @@ on from there.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -92,12 +93,16 @@ class TableWriter:
                 frame.write_csv(self._fh, include_header=self._first, separator=separator(self.fmt))
             else:
                 frame.write_ndjson(self._fh)
+            self._first = False
+            if self.target is None:
+                assert self._fh is not None
+                self._fh.flush()
         except pl.exceptions.ComputeError as exc:
             raise RosPromptError(f"{self.display}: cannot write {self.fmt} ({exc})") from exc
-        self._first = False
-        if self.target is None:
-            assert self._fh is not None
-            self._fh.flush()
+        except OSError as exc:
+            if self.target is None and _is_broken_pipe(exc):
+                raise StdoutClosed("stdout was closed by the program reading it; stopped") from exc
+            raise
 
     def checkpoint(self) -> dict:
         """Make what was written durable; the returned dict lets a later writer resume here."""
@@ -147,6 +152,18 @@ class TableWriter:
             self.commit()
         else:
             self.abort()
+
+
+class StdoutClosed(RosPromptError):
+    """The reader of stdout went away (`rosprompt label … | head`): the run ends quietly, as Unix
+    tools do."""
+
+    exit_code = ExitCode.STDOUT_CLOSED
+
+
+def _is_broken_pipe(exc: OSError) -> bool:
+    # polars reports a closed pipe as a plain OSError naming the errno in its message
+    return isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or f"os error {errno.EPIPE})" in str(exc)
 
 
 def refuse_nested(display: str, fmt: str, schema: pl.Schema) -> None:

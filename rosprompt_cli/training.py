@@ -373,6 +373,8 @@ class TrainJob:
     mlm: MlmOverrides = field(default_factory=MlmOverrides)
 
     def __post_init__(self) -> None:
+        if Path(self.out).is_dir():
+            raise RosPromptError(f"{self.out}: is a folder; give --out a prompt file name, e.g. {Path(self.out) / 'prompt.safetensors'}")
         if Path(self.out).exists() and not self.force:
             raise RosPromptError(f"{self.out}: prompt file exists; pass --force to overwrite it")
         if self.shots is not None and self.shots < 1:
@@ -389,6 +391,7 @@ def run_train(job: TrainJob, on_event: OnEvent = ignore) -> SoftPrompt:
         data = data.sample_per_class(job.shots, config.seed)
     dev = load_labelled(job.dev, job.text_col, job.label_col, None, None, None, DEV_SPLITS) if job.dev else None
     label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
+    label_set.require_choice(f"{data.source} has examples of one class only, so the prompt would learn nothing")
     backbone = load_backbone(job.model, job.device, dtype="float32")  # gradients through the frozen model in full precision
     chosen = choose_verbalizer(config.verbalizer, backbone)
     if chosen == "embed":

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import polars as pl
 import pytest
 
-from conftest import SAMPLES, SIB_LABELS
+from conftest import REPO, SAMPLES, SIB_LABELS
 
 LABELS = SIB_LABELS.split(",")
 
@@ -153,3 +155,32 @@ def test_status_lines_are_never_wrapped(cli, tmp_path):
                env={"COLUMNS": "40"})
     lines = proc.stderr.decode().splitlines()
     assert len(lines) == 2 and all(line.startswith("rosprompt: ") for line in lines), lines
+
+
+@pytest.mark.parametrize("which", ["summary-is-out", "summary-is-input", "rejects-is-out", "rejects-is-input"])
+def test_one_file_in_two_roles_is_refused_before_any_work(cli, tmp_path, which):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "The match ended in a draw."}\n', encoding="utf-8")
+    before = src.read_bytes()
+    out = tmp_path / "out.jsonl"
+    args = {"summary-is-out": ["--summary", out], "summary-is-input": ["--summary", src],
+            "rejects-is-out": ["--rejects", out], "rejects-is-input": ["--rejects", src]}[which]
+    proc = cli("label", src, "--labels", "sports,politics", "--out", out, *args, check=False)
+    err = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 1 and "are the same file; give each its own" in err and "Traceback" not in err, err
+    assert src.read_bytes() == before and not out.exists()
+
+
+def test_a_closed_stdout_ends_the_run_quietly(cli):
+    """`rosprompt label … | head -1`: once the reader goes away the run stops, without a word."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rosprompt_cli", "label", str(SAMPLES / "news_multilingual.jsonl"), "--labels",
+         "sports,politics", "--chunk-rows", "20"],
+        cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert first.startswith(b'{"id":1,') and proc.returncode == 141, err
+    assert "error" not in err and "Traceback" not in err

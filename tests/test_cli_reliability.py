@@ -246,3 +246,29 @@ def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
     changed = cli("label", *night(out, "sports,politics"), check=False)
     assert changed.returncode == 1 and b"the labels changed" in changed.stderr and b"Traceback" not in changed.stderr
     assert out.read_bytes() == reference and out.stat().st_mtime_ns == stamp
+
+
+def test_summary_says_failed_when_the_run_fails_before_it_starts(cli, tmp_path):
+    """A monitor reading --summary must not see yesterday's "ok" after a run that never started."""
+    summary = tmp_path / "run.json"
+    (tmp_path / "notes.txt").write_text("text\nhello\n", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    early_failures = [
+        ([tmp_path / "missing.jsonl", "--labels", "a,b"], "input file not found"),
+        ([tmp_path / "notes.txt", "--labels", "a,b"], "cannot tell the input format"),
+        ([tmp_path / "empty", "--labels", "a,b"], "no input files"),
+        ([tmp_path / "notes.txt", "--labels-file", tmp_path / "nope.yaml"], "label file not found"),
+    ]
+    for args, error in early_failures:
+        summary.write_text('{"status": "ok"}\n', encoding="utf-8")  # yesterday's
+        out = tmp_path / ("o" if args[0].name == "empty" else "o.jsonl")
+        proc = cli("label", *args, "--out", out, "--summary", summary, check=False)
+        data = json.loads(summary.read_text())
+        assert proc.returncode == 1 and data["status"] == "failed" and error in data["error"], (args, data)
+        assert b"Traceback" not in proc.stderr
+    # but never over a file the run was told to read or write
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 3)
+    before = src.read_bytes()
+    cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.jsonl", "--summary", src, check=False)
+    assert src.read_bytes() == before

@@ -235,3 +235,29 @@ def test_shipped_default_prompt_beats_plain_zero_shot_on_the_samples(cli, tmp_pa
     assert "no prompt" in reports["plain"][1]
     default, plain = reports["default"][0], reports["plain"][0]
     assert default["accuracy"] > plain["accuracy"] and default["macro_f1"] > plain["macro_f1"]
+
+
+def test_train_and_eval_outputs_are_checked_before_the_work(cli, tmp_path):
+    folder = cli("train", SAMPLES / "train_en.csv", "--out", tmp_path, check=False)
+    assert folder.returncode == 1 and b"is a folder" in folder.stderr and b"Traceback" not in folder.stderr
+    missing = cli("eval", SAMPLES / "dev_en.csv", "--output", tmp_path / "nope" / "m.json", check=False)
+    assert missing.returncode == 1 and b"does not exist" in missing.stderr and b"Traceback" not in missing.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_label_set_without_a_choice_is_refused(cli, tmp_path):
+    """One label decides every row before any text is read: label, eval and train say so in one line."""
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,label\nA late goal won the cup.,sports\nThe keeper saved a penalty.,sports\n",
+                         encoding="utf-8")
+    runs = {
+        "label": ["label", SAMPLES / "news_multilingual.jsonl", "--labels", "sports", "--out", tmp_path / "o.jsonl"],
+        "eval": ["eval", one_class],
+        "train": ["train", one_class, "--out", tmp_path / "p.safetensors"],
+    }
+    for command, args in runs.items():
+        proc = cli(*args, check=False)
+        err = " ".join(proc.stderr.decode().split())
+        assert proc.returncode == 1 and "only one label ('sports')" in err and "give at least two labels" in err, err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv"]

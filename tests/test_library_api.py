@@ -97,8 +97,8 @@ def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path):
         assert proc.returncode == 0, proc.stderr.decode()
         outputs.append(proc.stdout.decode())
     assert outputs[0].startswith("ok 315 {")
-    assert "315 rows -> tagged/news_multilingual.parquet" in outputs[0]
-    assert pl.read_parquet(tmp_path / "tagged.parquet").height == 315
-    assert pl.read_parquet(tmp_path / "tagged" / "news_multilingual.parquet").height == 315
-    assert json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    assert "315 rows -> tagged_py/news_multilingual.parquet" in outputs[0]
+    assert pl.read_parquet(tmp_path / "tagged_py.parquet").height == 315
+    assert pl.read_parquet(tmp_path / "tagged_py" / "news_multilingual.parquet").height == 315
+    assert json.loads((tmp_path / "run_py.json").read_text())["status"] == "ok"
     assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", outputs[1])

@@ -83,3 +83,16 @@ def test_ray_names_the_unreadable_row_and_publishes_nothing(cli, tmp_path):
     assert "Traceback" not in stderr
     assert f"{folder / 'bad.jsonl'}, line 2, column" in stderr and "--engine local --on-error skip" in stderr
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_ray_takes_the_output_lock_a_local_run_holds(cli, shards, tmp_path):
+    """A local run and a Ray run on one output cannot both write it: the second waits for nothing
+    and exits 5, naming the holder (here this test process, holding the local engine's lock)."""
+    from rosprompt_cli.output import OutputLock
+
+    out = tmp_path / "tagged.parquet"
+    with OutputLock(out):
+        proc = cli("label", shards, "--labels", SIB_LABELS, "--engine", "ray", "--out", out, check=False)
+    err = " ".join(proc.stderr.decode().split())
+    assert proc.returncode == 5 and "another rosprompt run" in err and "Traceback" not in err, err
+    assert not out.exists()

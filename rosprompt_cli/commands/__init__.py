@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.interrupt import Interrupted, install_handlers
+from rosprompt_cli.output import StdoutClosed
 from rosprompt_cli.version import __version__
 
 app = typer.Typer(
@@ -54,6 +56,10 @@ def main() -> None:
     install_handlers()
     try:
         app()
+    except (StdoutClosed, BrokenPipeError):
+        # quietly, as Unix tools do; point stdout at /dev/null so the exit flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.STDOUT_CLOSED)
     except RosPromptError as exc:
         if debug:
             raise
@@ -62,8 +68,6 @@ def main() -> None:
     except Interrupted as exc:
         sys.stderr.write(f"rosprompt: {exc.message}\n")
         sys.exit(exc.exit_code)
-    except BrokenPipeError:
-        sys.exit(ExitCode.ERROR)
     except Exception as exc:
         if debug:
             raise

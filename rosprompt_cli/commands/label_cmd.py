@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from rosprompt_cli.commands import common
-from rosprompt_cli.errors import ExitCode
+from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, STDOUT_REJECTS
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import LabelOptions
-from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, run_label
+from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, run_label, write_failed_summary
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.ray_engine import RayRequest
 
@@ -126,21 +126,25 @@ def label(
         typer.Option("--cpus-per-worker", help="--engine ray: CPUs each worker reserves, and its torch threads. Default: 1.", show_default=False),
     ] = None,
 ) -> None:
-    job = LabelJob(
-        input=input,
-        labels=resolve_label_set(labels, labels_file),
-        out=out,
-        scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
-                                  common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
-                                  device, dtype, quantize, max_length),
-        options=LabelOptions(text_col=text_col, batch_size=batch_size, top_k=top_k, multi_label=multi_label,
-                             threshold=threshold, all_scores=all_scores, label_col=out_label_col,
-                             score_col=out_score_col),
-        lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, resume=resume,
-        force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
-        cluster=RayRequest(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
-                           cpus_per_worker=cpus_per_worker),
-    )
+    try:
+        job = LabelJob(
+            input=input,
+            labels=resolve_label_set(labels, labels_file),
+            out=out,
+            scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
+                                      common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
+                                      device, dtype, quantize, max_length),
+            options=LabelOptions(text_col=text_col, batch_size=batch_size, top_k=top_k, multi_label=multi_label,
+                                 threshold=threshold, all_scores=all_scores, label_col=out_label_col,
+                                 score_col=out_score_col),
+            lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, resume=resume,
+            force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
+            cluster=RayRequest(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
+                               cpus_per_worker=cpus_per_worker),
+        )
+    except RosPromptError as exc:
+        write_failed_summary(summary_path, input, out, rejects, exc)  # a monitor reads the failure
+        raise
     result = run_label(job, common.Renderer())
     if result.rejected:
         raise typer.Exit(ExitCode.REJECTED)
