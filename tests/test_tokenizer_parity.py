@@ -45,6 +45,7 @@ def test_vocabulary_matches_the_bundled_weights(backbone):
     assert backbone.word_embeddings.weight.shape[0] >= len(pieces)
 
 
+@requires_sib
 def test_batch_tokenisation_with_prompt_room_matches_single(backbone):
     from rosprompt_cli.verbalizers.embed import tokenize
 
