@@ -148,10 +148,11 @@ def write_failed_summary(path: str | None, input: str, out: str, rejects: str | 
     over any other file of the run, and not where the folder is missing."""
     if not path or not Path(path).resolve().parent.is_dir():
         return
-    others = {Path(p).expanduser().resolve() for p in run_files(input, out, rejects, None).values()
-              if p is not None and str(p) != STDIO}
-    if Path(path).resolve() not in others:
-        summaries.write(path, failed_summary(input, out, *summaries.failure(exc)))
+    try:
+        refuse_shared_paths(run_files(input, out, rejects, path))
+    except RosPromptError:
+        return  # the summary would land on a file of the run
+    summaries.write(path, failed_summary(input, out, *summaries.failure(exc)))
 
 
 def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) -> dict:
