@@ -34,6 +34,12 @@ class Backbone:
     # The masked-LM head (hidden state -> vocabulary logits) of a masked LM; None for encoders
     # without one (sentence encoders such as the bundled e5).
     mlm_head: MaskedLmHead | None = None
+    runtime: str = "torch"  # where `model` runs: torch, or onnx (runtime.OnnxEncoder)
+
+    @property
+    def execution(self) -> str:
+        """Precision and runtime, for status lines: "float32", "float32 on ONNX Runtime"."""
+        return self.precision + (" on ONNX Runtime" if self.runtime == "onnx" else "")
 
     @property
     def hidden_size(self) -> int:
@@ -74,7 +80,8 @@ QUANTIZE = ("none", "int8")
 
 
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """`auto`: float32 on CPU; bfloat16 on a CUDA device that has it, else float16."""
+    """`auto`: float32 on CPU; bfloat16 on a CUDA device that has it, else float16. On a CPU,
+    bfloat16 only where the CPU has it natively."""
     spec = spec.strip().lower()
     if spec == "auto":
         if device.type != "cuda":
@@ -82,9 +89,23 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if spec not in DTYPES:
         raise RosPromptError(f"--dtype {spec!r}: expected auto, {', '.join(DTYPES)}")
-    if device.type == "cpu" and DTYPES[spec] is not torch.float32:
-        raise RosPromptError(f"--dtype {spec}: half precision is for CUDA devices; on CPU use --quantize int8")
+    if device.type == "cpu" and spec == "float16":
+        raise RosPromptError("--dtype float16 is for CUDA devices; on CPU use --quantize int8, or --dtype bfloat16 "
+                             "where the CPU has it natively")
+    if device.type == "cpu" and spec == "bfloat16" and not cpu_has_native_bf16():
+        raise RosPromptError("--dtype bfloat16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it would run "
+                             "slower than float32; use --quantize int8")
     return DTYPES[spec]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX); elsewhere torch
+    emulates it, slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    try:
+        return any(getattr(torch.cpu, name)() for name in checks if hasattr(torch.cpu, name))
+    except RuntimeError:
+        return False
 
 
 def check_placement(device: str, dtype: str, quantize: str) -> tuple[torch.device, torch.dtype]:

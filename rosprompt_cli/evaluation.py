@@ -103,7 +103,7 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
     scorer = build_scorer(job.scorer)
     scored, lexicon_note = label_set_for(scorer, label_set, job.lexicon)
     note = scorer.prompt_note + lexicon_note
-    info(on_event, f"{scorer.backbone.name} ({scorer.backbone.precision}), {note}, {len(scored)} labels, "
+    info(on_event, f"{scorer.backbone.name} ({scorer.backbone.execution}), {note}, {len(scored)} labels, "
                    f"{len(data):,} rows")
     result = EvalResult(_report(scorer, data, scored, job.batch_size), data.source, note, scorer.backbone.name)
     if job.output:

@@ -180,6 +180,7 @@ class FileRun:
             "max_length": scorer.max_length,
             "device": str(scorer.backbone.device),
             "precision": scorer.backbone.precision,
+            "runtime": scorer.backbone.runtime,
             "scorer": scorer.settings(),
         }
         return {
@@ -198,7 +199,8 @@ class FileRun:
         summary = self.summary
         summary.model = {
             "name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash,
-            "precision": scorer.backbone.precision, "device": str(scorer.backbone.device),
+            "precision": scorer.backbone.precision, "runtime": scorer.backbone.runtime,
+            "device": str(scorer.backbone.device),
             "verbalizer": scorer.verbalizer,
         }
         summary.labels = list(label_set.names)

@@ -192,7 +192,7 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
     label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
     run.summary.prompt = scorer.prompt_note + lexicon_note
     if announce:
-        info(on_event, f"{scorer.backbone.name} ({scorer.backbone.precision}), {run.summary.prompt}, "
+        info(on_event, f"{scorer.backbone.name} ({scorer.backbone.execution}), {run.summary.prompt}, "
                        f"{len(label_set)} labels")
     on_event(RowsStarted("labelling", report.rows))
     try:
@@ -269,7 +269,7 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) 
     so_far.append(lambda status, error: summaries.ray_summary(RayResult(output=job.out, files=0, workers=0),
                                                               job.input, status, error))
     # a Ray worker's device is its own, and the driver may have no GPU at all
-    replace(job.scorer, device="cpu", dtype="auto").check_placement()
+    replace(job.scorer, device="cpu", dtype="auto", runtime="torch").check_placement()
     _refuse_for_ray(job)
     chunk_rows = check_chunk_rows(RAY_BATCH_ROWS if job.chunk_rows is None else job.chunk_rows)
     spec = job.scorer.with_absolute_paths()
@@ -277,7 +277,7 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) 
     input_files(job.input, job.fmt)
     with OutputLock(Path(job.out)):  # the same lock a local run on this --out takes
         check_target(job.out, job.force)
-        scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none"))
+        scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none", runtime="torch"))
         label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
         info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
                        f"starting Ray workers")

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,8 @@ class LabelWorker:
 
         torch.set_num_threads(max(1, threads))
         _quiet_transformers()
-        self.scorer = build_scorer(spec)
+        # the worker's CPUs, for ONNX Runtime too (its default, every core, would oversubscribe)
+        self.scorer = build_scorer(replace(spec, threads=spec.threads or max(1, threads)))
         self.label_set = label_set
         self.options = options
         self.label_vectors = self.scorer.label_vectors(label_set)  # once per worker

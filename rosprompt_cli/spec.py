@@ -11,10 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rosprompt_cli.backbone import check_placement, load_backbone
+import torch
+
+from rosprompt_cli.backbone import Backbone, check_placement, load_backbone, quantize_int8
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
 from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
+from rosprompt_cli.runtime import check_runtime, onnx_encoder, resolve_runtime
 from rosprompt_cli.verbalizers import AUTO, REGISTRY, MlmOverrides, Scorer, check_verbalizer, choose_verbalizer, make_scorer
 
 
@@ -25,6 +29,8 @@ class ScorerSpec:
     model: 'bundled' or None (the prompt's own backbone, else bundled), a Hugging Face id or a
     local folder. prompt: a prompt file; None with use_prompt: the shipped default prompt when
     it matches the backbone. use_prompt=False: no prompt (plain zero-shot, or NPPrompt).
+    runtime: where the encoder runs (runtime.py; auto: ONNX Runtime on a CPU, else torch).
+    threads: CPU threads of either runtime (None: their defaults, one per core).
     """
 
     model: str | None = None
@@ -36,15 +42,22 @@ class ScorerSpec:
     dtype: str = "auto"
     quantize: str = "none"
     max_length: int | None = None
+    runtime: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         check_verbalizer(self.verbalizer)
+        check_runtime(self.runtime)
+        if self.threads is not None and self.threads < 1:
+            raise RosPromptError("--threads must be at least 1")
         if self.verbalizer == "embed":
             self.mlm.refuse()
 
-    def check_placement(self) -> None:
-        """Validate device, dtype and quantisation here, before the input pre-pass."""
-        check_placement(self.device, self.dtype, self.quantize)
+    def check_placement(self) -> str:
+        """Validate device, dtype, quantisation and runtime here, before the input pre-pass; the
+        runtime the run will use."""
+        device, dtype = check_placement(self.device, self.dtype, self.quantize)
+        return resolve_runtime(self.runtime, device, dtype)
 
     def with_absolute_paths(self) -> ScorerSpec:
         """This spec with local paths made absolute (Ray workers run in other folders)."""
@@ -65,14 +78,17 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     default prompt is used when it belongs to the backbone (and the verbalizer), else no prompt:
     plain zero-shot, which with the MLM verbalizer is NPPrompt.
     """
+    runtime = spec.check_placement()
+    # On ONNX Runtime, int8 is made from the float32 graph (runtime.py), not by torch.
+    torch_quantize = spec.quantize if runtime == "torch" else "none"
     prompt: SoftPrompt | None = None
     if spec.use_prompt and spec.prompt:
         prompt = SoftPrompt.load(spec.prompt)
-        backbone = load_backbone(spec.model or prompt.meta.backbone_source, spec.device, spec.dtype, spec.quantize)
+        backbone = load_backbone(spec.model or prompt.meta.backbone_source, spec.device, spec.dtype, torch_quantize)
         prompt.check_backbone(backbone.name, backbone.content_hash, backbone.hidden_size, source=spec.prompt)
         note = f"prompt {spec.prompt}"
     else:
-        backbone = load_backbone(spec.model, spec.device, spec.dtype, spec.quantize)
+        backbone = load_backbone(spec.model, spec.device, spec.dtype, torch_quantize)
         shipped = shipped_prompt_path() if spec.use_prompt else None
         plain = REGISTRY[choose_verbalizer(spec.verbalizer, backbone)].scorer_class.plain_note
         note = plain
@@ -84,9 +100,31 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
                 note = f"{plain}: the shipped prompt is for the {candidate.meta.verbalizer} verbalizer"
             else:
                 prompt, note = candidate, f"shipped prompt {shipped.name}"
+    note += _place(backbone, spec, runtime)
     scorer = make_scorer(backbone, prompt, spec.verbalizer, spec.max_length, spec.mlm)
     scorer.prompt_note = note
     return scorer
+
+
+def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> str:
+    """Set the threads and move the encoder to `runtime`. Under --runtime auto, a model ONNX
+    Runtime cannot take stays on torch, and the returned note says why."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    if runtime != "onnx":
+        return ""
+    try:
+        backbone.model = onnx_encoder(backbone, spec.threads, spec.quantize)  # type: ignore[assignment]
+    except RosPromptError as exc:
+        if spec.runtime == "onnx":
+            raise
+        if spec.quantize == "int8":
+            backbone.model, backbone.precision = quantize_int8(backbone.model), "int8"
+        return f" (on torch: {exc})"
+    backbone.runtime = "onnx"
+    if spec.quantize == "int8":
+        backbone.precision = "int8"
+    return ""
 
 
 def label_set_for(scorer: Scorer, label_set: LabelSet, lexicon: bool | None) -> tuple[LabelSet, str]:

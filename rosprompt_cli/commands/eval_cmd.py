@@ -74,6 +74,8 @@ def evaluate(
     max_length: common.MaxLength = None,
     dtype: common.Dtype = "auto",
     quantize: common.Quantize = "none",
+    runtime: common.Runtime = "auto",
+    threads: common.Threads = None,
     verbalizer: common.Verbalizer = "auto",
     mlm_template: common.MlmTemplate = None,
     neighbours: common.Neighbours = None,
@@ -85,7 +87,7 @@ def evaluate(
         labels=resolve_label_set(labels, labels_file) if labels or labels_file else None,
         scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
                                   common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
-                                  device, dtype, quantize, max_length),
+                                  device, dtype, quantize, max_length, runtime, threads),
         lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output,
     )
     result = run_eval(job, common.Renderer())
