@@ -10,6 +10,9 @@ same script, so that the noise of a shared machine cancels out):
   labels    `label` with 2, 10, 50 and 200 labels;
   batch     `label` with several --batch-size values (the default is chosen from this);
   int8      --quantize int8 against float32: speed, and accuracy on all 205 SIB-200 dev languages;
+  runtimes  `label` on torch and on ONNX Runtime (float32, int8) and in bfloat16 where the CPU has
+            it, against today's default (torch float32) and against the bare ONNX Runtime forward
+            pass over the same batches (issue 17);
   rivals    sentence-transformers `encode` + cosine, and the zero-shot-classification pipeline
             (one forward per text and label) on the same encoder;
   memory    peak resident memory of the `rosprompt label` CLI on 10k and on 200k lines.
@@ -242,6 +245,55 @@ def section_int8(fp32: EmbeddingScorer, int8: EmbeddingScorer, corpus: Path, tex
     return result
 
 
+RUNTIME_SETTINGS = {  # name: (ScorerSpec overrides, with the shipped prompt)
+    "torch float32 (the default)": ({"runtime": "torch"}, True),
+    "onnx float32": ({"runtime": "onnx"}, True),
+    "onnx int8": ({"runtime": "onnx", "quantize": "int8"}, True),
+    "torch int8": ({"runtime": "torch", "quantize": "int8"}, True),
+    "torch bfloat16": ({"runtime": "torch", "dtype": "bfloat16"}, True),
+    "torch float32, --no-prompt": ({"runtime": "torch"}, False),
+    "onnx float32, --no-prompt": ({"runtime": "onnx"}, False),
+}
+
+
+def onnx_bare_forward(scorer, batches: list[tuple]) -> float:
+    """Seconds of the ONNX Runtime session alone over `batches`, input embeddings made beforehand."""
+    with torch.inference_mode():
+        feeds = [{"inputs_embeds": scorer.backbone.word_embeddings(ids).float().numpy(),
+                  "attention_mask": mask.numpy()} for ids, mask in batches]
+    session = scorer.backbone.model.session
+    started = time.perf_counter()
+    for feed in feeds:
+        session.run(None, feed)
+    return time.perf_counter() - started
+
+
+def section_runtimes(corpus: Path, texts: list[str], tmp: Path, batch_size: int, repeats: int) -> dict:
+    from rosprompt_cli.backbone import cpu_has_native_bf16
+
+    scorers = {}
+    for name, (overrides, use_prompt) in RUNTIME_SETTINGS.items():
+        if overrides.get("dtype") == "bfloat16" and not cpu_has_native_bf16():
+            continue
+        scorers[name] = build_scorer(ScorerSpec(device="cpu", use_prompt=use_prompt, **overrides))
+        label_run(scorers[name], corpus, tmp / "warm.parquet", label_names(7), batch_size)
+    runs = {name: (lambda scorer=scorer: label_run(scorer, corpus, tmp / "rt.parquet", label_names(7), batch_size))
+            for name, scorer in scorers.items()}
+    for name in ("onnx float32", "onnx float32, --no-prompt"):
+        batches = bare_batches(scorers[name], texts, batch_size, RunRequest(input="-").chunk_rows)
+        runs[f"bare ONNX Runtime: {name}"] = lambda scorer=scorers[name], batches=batches: onnx_bare_forward(scorer, batches)
+    times = time_settings(list(runs), lambda name: runs[name](), repeats)
+    base = min(times["torch float32 (the default)"])
+    result = {name: {"seconds": min(t), "texts_per_s": len(texts) / min(t), "vs_torch_float32": base / min(t),
+                     "runs_s": t} for name, t in times.items()}
+    for prompt in ("onnx float32", "onnx float32, --no-prompt"):
+        result[prompt]["vs_bare_onnx"] = min(times[f"bare ONNX Runtime: {prompt}"]) / min(times[prompt])
+    for name, r in result.items():
+        print(f"runtimes [{name}]: {r['texts_per_s']:.1f} texts/s, {r['vs_torch_float32']:.2f}x torch float32",
+              flush=True)
+    return result
+
+
 def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: int,
                    label_time_by_count: dict, pipeline_plan: list[tuple[int, int]]) -> dict:
     """sentence-transformers encode + cosine on every text; the zero-shot pipeline on a sample of
@@ -394,6 +446,16 @@ def write_report(out: Path, data: dict) -> None:
                       f"{r['int8']['sib200_dev_language_mean']:.2f}; int8 gives the float32 label to "
                       f"{r['int8']['agreement_with_float32']:.1f}% of rows."]
         lines.append("")
+    if "runtimes" in data:
+        lines += ["## Runtimes and precisions (issue 17)", "",
+                  "`label` end to end with 7 labels; bare ONNX Runtime = the session alone over the same padded "
+                  "batches, input embeddings made beforehand (the speed limit of `--runtime onnx`).", "",
+                  "| setting | texts/s | vs torch float32 | label / bare ONNX Runtime |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, r in data["runtimes"].items():
+            bare = f"{r['vs_bare_onnx']:.3f}" if "vs_bare_onnx" in r else ""
+            lines.append(f"| {name} | {r['texts_per_s']:.1f} | {r['vs_torch_float32']:.2f}x | {bare} |")
+        lines.append("")
     if "rivals" in data:
         r = data["rivals"]
         st = r["sentence_transformers"]
@@ -467,7 +529,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rosprompt-bench-") as tmp_name:
         tmp = Path(tmp_name)
         corpus = write_jsonl(rows, tmp / "corpus.jsonl")
-        prompted = build_scorer(ScorerSpec(device="cpu"))
+        prompted = build_scorer(ScorerSpec(device="cpu", runtime="torch"))  # the sections before issue 17
         batch_size = data["batch_size"] = args.batch_size or prompted.default_batch_size
         data["corpus_tokens"] = prompted.encode(texts).tokens
         plain = EmbeddingScorer(prompted.backbone, None)
@@ -495,6 +557,9 @@ def main() -> None:
                                         not args.no_accuracy)
             write_report(out, data)  # after every section: a later failure keeps it
             del int8, int8_backbone
+        if "runtimes" in sections:
+            data["runtimes"] = section_runtimes(corpus, texts, tmp, batch_size, args.repeats)
+            write_report(out, data)  # after every section: a later failure keeps it
         if "rivals" in sections:
             plan = [tuple(int(x) for x in item.split(":")) for item in args.pipeline_plan.split(",")]
             data["rivals"] = section_rivals(prompted, corpus, texts, tmp, batch_size, data["labels"], plan)

@@ -1,6 +1,6 @@
 """Where the frozen encoder runs at inference: torch, or ONNX Runtime on a CPU.
 
-The encoder is exported once per model content (and exporter and runtime version) into the
+`--runtime onnx` exports the encoder once per model content (and exporter and runtime version) into the
 cache, taking input embeddings and the attention mask and returning the last hidden states, so
 the soft prompt goes in as embeddings exactly as with torch. The embedding lookup, pooling, the
 MLM head and both verbalizers stay in torch and in this project's code; `OnnxEncoder` stands in
@@ -74,8 +74,10 @@ def onnx_available() -> bool:
 
 
 def resolve_runtime(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The runtime a run uses. auto: ONNX Runtime for float32 (or --quantize int8) on a CPU where
-    onnxruntime is installed; torch on a GPU and for bfloat16. onnx where it cannot run: refused."""
+    """The runtime a run uses. auto is torch for now: on our 2-core bench CPU, `label` on ONNX
+    Runtime float32 ran at 0.78x torch's speed on corpus lines of 1-6 sentences (0.98-1.07x on
+    single sentences), so it is offered, checked and exact, but not chosen by default
+    (bench/results/runtimes.md). onnx where it cannot run: refused."""
     check_runtime(requested)
     if requested == "onnx":
         if device.type != "cpu":
@@ -85,8 +87,6 @@ def resolve_runtime(requested: str, device: torch.device, dtype: torch.dtype) ->
                                  f"ONNX Runtime here runs float32 or --quantize int8")
         if not onnx_available():
             raise RosPromptError(INSTALL_HINT)
-        return "onnx"
-    if requested == "auto" and device.type == "cpu" and dtype == torch.float32 and onnx_available():
         return "onnx"
     return "torch"
 

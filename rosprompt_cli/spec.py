@@ -29,7 +29,7 @@ class ScorerSpec:
     model: 'bundled' or None (the prompt's own backbone, else bundled), a Hugging Face id or a
     local folder. prompt: a prompt file; None with use_prompt: the shipped default prompt when
     it matches the backbone. use_prompt=False: no prompt (plain zero-shot, or NPPrompt).
-    runtime: where the encoder runs (runtime.py; auto: ONNX Runtime on a CPU, else torch).
+    runtime: where the encoder runs: auto (torch), torch or onnx (runtime.py).
     threads: CPU threads of either runtime (None: their defaults, one per core).
     """
 

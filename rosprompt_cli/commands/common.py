@@ -65,7 +65,7 @@ Dtype = Annotated[
     typer.Option(
         "--dtype",
         help="Model precision: auto (float32 on CPU; bfloat16 on a CUDA device that has it, else float16), "
-        "float32, float16 (CUDA) or bfloat16 (CUDA, or a CPU with native bfloat16: there 2.3x faster than "
+        "float32, float16 (CUDA) or bfloat16 (CUDA, or a CPU with native bfloat16: there 2.5x faster than "
         "float32 at no measured loss on SIB-200 dev, see the README).",
     ),
 ]
@@ -73,17 +73,18 @@ Quantize = Annotated[
     str,
     typer.Option(
         "--quantize",
-        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; on ONNX Runtime 1.6x "
-        "faster than float32, 0.43 points less accurate on SIB-200 dev, see the README); none: as loaded.",
+        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; torch: 1.45x faster than "
+        "float32, 0.85 points less accurate on SIB-200 dev; --runtime onnx: 0.43 points, 1.02x; see the "
+        "README); none: as loaded.",
     ),
 ]
 Runtime = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="Where the encoder runs: auto (ONNX Runtime on a CPU for float32 and int8; torch on a GPU and for "
-        "bfloat16), onnx, or torch. ONNX Runtime gives torch's scores within 1e-4; the model is exported "
-        "into the cache on first use.",
+        help="Where the encoder runs: auto (torch), torch, or onnx (ONNX Runtime, CPU, float32 or --quantize "
+        "int8: torch's scores within 1e-4, but slower than torch on long texts on our bench CPU, see the README; "
+        "the model is exported into the cache on first use).",
     ),
 ]
 Threads = Annotated[
