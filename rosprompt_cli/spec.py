@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rosprompt_cli.backbone import Backbone, check_placement, load_backbone, quantize_int8
+from rosprompt_cli.backbone import Backbone, check_placement, load_backbone
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
@@ -100,31 +100,21 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
                 note = f"{plain}: the shipped prompt is for the {candidate.meta.verbalizer} verbalizer"
             else:
                 prompt, note = candidate, f"shipped prompt {shipped.name}"
-    note += _place(backbone, spec, runtime)
+    _place(backbone, spec, runtime)
     scorer = make_scorer(backbone, prompt, spec.verbalizer, spec.max_length, spec.mlm)
     scorer.prompt_note = note
     return scorer
 
 
-def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> str:
-    """Set the threads and move the encoder to `runtime`. Under --runtime auto, a model ONNX
-    Runtime cannot take stays on torch, and the returned note says why."""
+def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
+    """Set the threads and move the encoder to `runtime` (onnx: the cached export, runtime.py)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    if runtime != "onnx":
-        return ""
-    try:
+    if runtime == "onnx":
         backbone.model = onnx_encoder(backbone, spec.threads, spec.quantize)  # type: ignore[assignment]
-    except RosPromptError as exc:
-        if spec.runtime == "onnx":
-            raise
+        backbone.runtime = "onnx"
         if spec.quantize == "int8":
-            backbone.model, backbone.precision = quantize_int8(backbone.model), "int8"
-        return f" (on torch: {exc})"
-    backbone.runtime = "onnx"
-    if spec.quantize == "int8":
-        backbone.precision = "int8"
-    return ""
+            backbone.precision = "int8"
 
 
 def label_set_for(scorer: Scorer, label_set: LabelSet, lexicon: bool | None) -> tuple[LabelSet, str]:
