@@ -175,7 +175,7 @@ def test_quantize_int8_labels_through_the_cli(cli, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--dtype", "float16", "--device", "cpu"], "half precision is for CUDA devices; on CPU use --quantize int8"),
+        (["--dtype", "float16", "--device", "cpu"], "--dtype float16 is for CUDA devices; on CPU use --quantize int8"),
         (["--quantize", "int4"], "--quantize 'int4': expected one of none, int8"),
         (["--dtype", "fp8"], "--dtype 'fp8': expected auto, float32, float16, bfloat16"),
     ],
