@@ -3,6 +3,7 @@ check of an option whose value must be one of a few choices."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -36,3 +37,15 @@ def check_choice(flag: str, value: str, choices: Iterable[str]) -> str:
     if value not in allowed:
         raise RosPromptError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
     return value
+
+
+class WriteFailed(RosPromptError):
+    """A file could not be written (a full disk, a quota, a file system that holds no files)."""
+
+
+def write_failed(path: object, exc: BaseException) -> WriteFailed:
+    """The one-line error for an OSError (or a writer's error wrapping one) while writing `path`."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+    # polars words an OSError as "...: No space left on device (os error 28)"
+    reason = re.sub(r"^.*underlying IO error: |\s*\(os error \d+\)$", "", reason)
+    return WriteFailed(f"{path}: cannot write ({reason})")

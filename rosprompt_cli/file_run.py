@@ -24,10 +24,10 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.formats import STDIO, format_from_path
 from rosprompt_cli.frames import LabelOptions, OutputColumns, label_frames
-from rosprompt_cli.input_check import InputReport, RejectSink
+from rosprompt_cli.input_check import UNCLOSED_QUOTE, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
@@ -52,6 +52,7 @@ class RunRequest:
     fmt: str | None = None
     out_format: str | None = None
     on_error: str = "skip"
+    unclosed_quote: str = "fail"
     rejects: str | None = None
     force: bool = False
     resume: bool = False
@@ -59,6 +60,7 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         check_choice("--on-error", self.on_error, ON_ERROR)
+        check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
         check_chunk_rows(self.chunk_rows)
         if self.resume and self.out == STDIO:
             raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
@@ -112,7 +114,7 @@ class FileRun:
         self.request = request
         self.options = options
         self.label_names = label_names
-        self.source = open_source(request.input, request.fmt)
+        self.source = open_source(request.input, request.fmt, request.unclosed_quote)
         if request.out == STDIO:
             fmt = request.out_format or (self.source.fmt if self.source.fmt != "parquet" else "jsonl")
             self.out_fmt = format_from_path(request.out, fmt, what="output")
@@ -123,6 +125,9 @@ class FileRun:
         self.rejects_path = rejects_path(request.out, request.rejects)
         self._rejects_partial = sidecar(self.rejects_path, "partial")
         self._lock = OutputLock(self.target) if self.target else None
+        # two runs whose rows set aside would go to one file (stdout runs in one folder, or
+        # --out day.csv and --out day.jsonl) must not share it: the second is refused up front
+        self._rejects_lock = OutputLock(self.rejects_path, "rejects file", "pass --rejects FILE")
         self._rejects_stream = None
         self.sink = RejectSink()
         self.report: InputReport | None = None
@@ -138,6 +143,7 @@ class FileRun:
         self.source.close()
         if self._lock is not None:
             self._lock.release()
+        self._rejects_lock.release()
 
     def prepare(self) -> InputReport:
         """Lock the output, check it can be written, and check every input row."""
@@ -148,14 +154,20 @@ class FileRun:
             self._lock.acquire()
         if self.request.on_error == "skip":
             check_output_path(self.rejects_path, True)
+            self._rejects_lock.acquire()
             self._rejects_stream = open(self._rejects_partial, "w", encoding="utf-8")
-            self.sink = RejectSink(self._rejects_stream)
+            self.sink = RejectSink(self._rejects_stream, self.rejects_path)
             report = self.source.check(self.options.text_col, self.sink)
+            try:  # a full disk shows here, before any labelling, and not after the output is published
+                self._rejects_stream.flush()
+                os.fsync(self._rejects_stream.fileno())
+            except OSError as exc:
+                raise write_failed(self.rejects_path, exc) from exc
         else:
             report = self.source.check(self.options.text_col)
         if self.sink.count and self.rejects_path.exists() and not (self.request.force or self.request.resume):
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
-        if report.columns:
+        if report.columns or report.rows:
             columns = require_columns(self.source, {"--text-col": self.options.text_col})
             OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
             if self.source.schema is not None:
@@ -177,6 +189,7 @@ class FileRun:
             "out_format": self.out_fmt,
             "chunk_rows": self.request.chunk_rows,
             "on_error": self.request.on_error,
+            "unclosed_quote": self.request.unclosed_quote,
             "max_length": scorer.max_length,
             "device": str(scorer.backbone.device),
             "precision": scorer.backbone.precision,
@@ -224,6 +237,7 @@ class FileRun:
         )
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
         started = time.perf_counter()
+        saved_rows = summary.rows  # where a resumed run would continue
         try:
             frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
             with closing(label_frames(frames, scorer, label_set, self.options, label_vectors)) as labelled:
@@ -231,10 +245,15 @@ class FileRun:
                     writer.write(out)
                     tally_labels(self.summary, out.get_column(self.options.label_col))
                     if state is not None:
-                        state.save({
+                        progress_now = {
                             "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
                             "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
-                        })
+                        }
+                        try:
+                            state.save(progress_now)
+                        except OSError as exc:
+                            raise write_failed(state.path, exc) from exc
+                        saved_rows = summary.rows
                     if on_rows:
                         on_rows(out.height)
             summary.seconds = time.perf_counter() - started
@@ -250,6 +269,14 @@ class FileRun:
                 f"{self.report.rows:,} rows; nothing was published; run the same command with --resume to "
                 f"continue"
             ) from None
+        except WriteFailed as failure:  # a full disk or quota: keep what was saved, for --resume
+            summary.seconds = time.perf_counter() - started
+            if state is not None and state.path.exists():
+                writer.suspend()
+                raise WriteFailed(f"{failure}; nothing was published; make room and run the same command with "
+                                  f"--resume to continue after row {saved_rows:,}") from failure
+            writer.abort()
+            raise WriteFailed(f"{failure}; nothing was published") from failure
         except BaseException:
             writer.abort()
             if state is not None:

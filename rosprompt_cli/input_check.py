@@ -18,13 +18,13 @@ import csv
 import json
 import re
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, write_failed
 
 BOM = b"\xef\xbb\xbf"
 SHOWN_LINES = 5  # line numbers quoted in warnings; the rejects file has all of them
@@ -62,8 +62,9 @@ class Reject:
 class RejectSink:
     """Receives rejects; keeps counts and the first few, and streams every one to `stream`."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, where: object = "the rejects file") -> None:
         self.stream = stream
+        self.where = where  # the file the stream fills, for the error if it cannot be written
         self.by_reason: Counter[str] = Counter()
         self.first: list[Reject] = []
 
@@ -76,7 +77,10 @@ class RejectSink:
         if len(self.first) < SHOWN_LINES:
             self.first.append(reject)
         if self.stream is not None:
-            self.stream.write(json.dumps(reject.as_record(), ensure_ascii=False) + "\n")
+            try:
+                self.stream.write(json.dumps(reject.as_record(), ensure_ascii=False) + "\n")
+            except OSError as exc:  # a full disk: say so before any labelling, naming the file
+                raise write_failed(self.where, exc) from exc
 
 
 class FailOnReject(RejectSink):
@@ -122,19 +126,28 @@ def _is_empty_text(value: object) -> bool:
 
 
 class _LineTap:
-    """Feeds lines to csv.reader and remembers them, so a bad record can be copied out verbatim."""
+    """Feeds lines to csv.reader and remembers them, so a bad record can be copied out verbatim;
+    lines can be handed back to be read again (after an unclosed quote). `consumed` counts the
+    physical lines read so far."""
 
     def __init__(self, fh: IO[str]) -> None:
         self._fh = fh
+        self._again: deque[str] = deque()
         self.lines: list[str] = []
+        self.consumed = 0
 
     def __iter__(self) -> _LineTap:
         return self
 
     def __next__(self) -> str:
-        line = next(self._fh)
+        line = self._again.popleft() if self._again else next(self._fh)
+        self.consumed += 1
         self.lines.append(line)
         return line
+
+    def give_back(self, lines: list[str]) -> None:
+        self._again.extendleft(reversed(lines))
+        self.consumed -= len(lines)
 
 
 @dataclass(frozen=True)
@@ -142,38 +155,106 @@ class CsvRecord:
     line: int  # where the record starts (1-based physical line)
     fields: list[str]
     raw: str
+    problem: tuple[str, str] | None = None  # (reason, detail) when the parser could not read it
 
 
-def csv_records(path: Path, separator: str) -> Iterator[CsvRecord]:
+UNCLOSED_QUOTE = ("fail", "reject-line")
+_UNCLOSED = "unexpected end of data"  # csv's message when a quoted field runs to the end of the file
+
+
+class UnclosedQuote(RosPromptError):
+    """A quote that is never closed: every line after it was read as part of one field."""
+
+
+def unclosed_quote_error(display: str, line: int, lines: int) -> UnclosedQuote:
+    return UnclosedQuote(
+        f"{display}, line {line}: a quote opened on this line is never closed, so the {lines - 1} lines after it "
+        f"were read as one field and none of them can be trusted; fix the quote, or pass --unclosed-quote "
+        f"reject-line to set this line aside and read the next lines as rows"
+    )
+
+
+# A TSV field that is wholly quoted, with quotes inside doubled (as pandas and polars write them).
+QUOTED_TSV_FIELD = r'"((?:[^"]|"")*)"'
+_QUOTED_TSV_FIELD = re.compile(QUOTED_TSV_FIELD + r"(?=\t|$)")
+
+
+def split_tsv_line(line: str) -> list[str]:
+    """One line of tab-separated values. A quote is text, as in the plain format, except around
+    a field that is wholly quoted with its own quotes doubled, which is unquoted."""
+    fields: list[str] = []
+    at = 0
+    while True:
+        if line.startswith('"', at):
+            quoted = _QUOTED_TSV_FIELD.match(line, at)
+            if quoted is not None:
+                fields.append(quoted.group(1).replace('""', '"'))
+                at = quoted.end() + 1
+                if quoted.end() == len(line):
+                    return fields
+                continue
+        tab = line.find("\t", at)
+        if tab < 0:
+            fields.append(line[at:])
+            return fields
+        fields.append(line[at:tab])
+        at = tab + 1
+
+
+def _tsv_records(fh: IO[str]) -> Iterator[CsvRecord]:
+    for number, raw in enumerate(fh, 1):
+        line = raw.rstrip("\r\n")
+        if line:
+            yield CsvRecord(number, split_tsv_line(line), raw)
+
+
+def csv_records(path: Path, separator: str, unclosed_quote: str = "fail", display: str | None = None) -> Iterator[CsvRecord]:
     """Every non-blank record with the line it starts on; the header is the first record.
 
-    A leading BOM is dropped. Bytes that are not UTF-8 come through as lone surrogates so the
-    caller can reject that one record instead of the whole file.
+    Tab-separated files are read one record per line (tsv above). CSV is read strictly: a field
+    with text after its closing quote is a record with a `problem`; a quote never closed stops
+    the read (`UnclosedQuote`), or with `unclosed_quote="reject-line"` that line alone becomes a
+    record with a problem and reading resumes on the next line. A leading BOM is dropped. Bytes
+    that are not UTF-8 come through as lone surrogates so the caller can reject that one record
+    instead of the whole file.
     """
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        if separator == "\t":
+            yield from _tsv_records(fh)
+            return
         tap = _LineTap(fh)
-        reader = csv.reader(tap, delimiter=separator, strict=False)
-        start = 1
+        reader = csv.reader(tap, delimiter=separator, strict=True)
         while True:
+            start = tap.consumed + 1
+            problem = None
             try:
                 fields = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:  # rare with strict=False; keep going after the bad record
-                fields = [f"\0csv-error\0{exc}"]
+            except csv.Error as exc:
+                if str(exc) == _UNCLOSED:
+                    if unclosed_quote == "fail":
+                        raise unclosed_quote_error(display or str(path), start, len(tap.lines)) from None
+                    tap.give_back(tap.lines[1:])
+                    del tap.lines[1:]
+                    reader = csv.reader(tap, delimiter=separator, strict=True)
+                    problem = ("unclosed quote", "a quote opened on this line is never closed; it is set aside and the "
+                               "lines after it were read as rows (check them)")
+                else:
+                    problem = ("misplaced quote", f"a quote is not where CSV allows one ({exc}); quote the whole field "
+                               f"and double the quotes inside it")
+                fields = []
             raw = "".join(tap.lines)
             tap.lines.clear()
-            if fields:
-                yield CsvRecord(start, fields, raw)
-            start = reader.line_num + 1
+            if fields or problem:
+                yield CsvRecord(start, fields, raw, problem)
 
 
 def csv_problem(record: CsvRecord, header: list[str]) -> Reject | None:
     """Why a data record cannot be used, or None."""
     fields = record.fields
-    if len(fields) == 1 and fields[0].startswith("\0csv-error\0"):
-        detail = fields[0].split("\0")[2]
-        return Reject(record.line, None, "unparsable CSV", f"cannot parse the record ({detail})", _visible(record.raw))
+    if record.problem is not None:
+        return Reject(record.line, None, *record.problem, _visible(record.raw))
     if len(fields) != len(header):
         return Reject(
             record.line, None, "wrong number of fields",
@@ -197,6 +278,8 @@ def csv_header(records: Iterator[CsvRecord], display: str) -> list[str] | None:
     if first is None:
         return None
     header = first.fields
+    if first.problem is not None:
+        raise RosPromptError(f"{display}, line 1: cannot read the header: {first.problem[1]}")
     if _UNDECODABLE.search("".join(header)):
         raise RosPromptError(f"{display}, line 1: the header is not UTF-8; re-encode the file as UTF-8")
     seen: set[str] = set()
@@ -209,8 +292,10 @@ def csv_header(records: Iterator[CsvRecord], display: str) -> list[str] | None:
     return header
 
 
-def check_csv(path: Path, display: str, separator: str, text_col: str, sink: RejectSink) -> InputReport:
-    records = csv_records(path, separator)
+def check_csv(
+    path: Path, display: str, separator: str, text_col: str, sink: RejectSink, unclosed_quote: str = "fail"
+) -> InputReport:
+    records = csv_records(path, separator, unclosed_quote, display)
     header = csv_header(records, display)
     if header is None:
         return InputReport(columns=[], has_text_column=False)
@@ -232,9 +317,18 @@ def check_csv(path: Path, display: str, separator: str, text_col: str, sink: Rej
 _ARTICLE = {"object": "an", "list": "a", "scalar": "a"}
 
 
-def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str]) -> tuple[Reject | None, dict | None]:
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity: Python's json reads them, JSON (and polars) does not."""
+
+
+def _refuse_constant(name: str) -> None:
+    raise _NotJson(name)
+
+
+def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str = "") -> tuple[Reject | None, dict | None]:
     """(reject, None) for a bad line, (None, object) for a good one. `kinds` remembers whether
-    each key held an object, a list or a scalar, since polars cannot mix those in a column."""
+    each key held an object, a list or a scalar, since polars cannot mix those in a column; the
+    text must be a string (or a number, or missing)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -245,15 +339,22 @@ def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str]) -> tuple[Reje
         ), None
     shown = text.rstrip("\r\n")
     try:
-        value = json.loads(shown)
+        value = json.loads(shown, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         return Reject(line_no, exc.colno, "invalid JSON", f"invalid JSON ({exc.msg})", shown), None
+    except _NotJson as exc:
+        column = shown.find(str(exc)) + 1 or None
+        return Reject(line_no, column, "invalid JSON", f"invalid JSON ({exc} is not a JSON value; write null)", shown), None
     except RecursionError:
         return Reject(line_no, None, "invalid JSON", "JSON nested too deeply", shown), None
     if not isinstance(value, dict):
         return Reject(
             line_no, 1, "not a JSON object", f"expected a JSON object per line, found {type(value).__name__}", shown
         ), None
+    text = value.get(text_col)
+    if isinstance(text, (dict, list)):
+        kind = "an object" if isinstance(text, dict) else "a list"
+        return Reject(line_no, text_col, "text not a string", f"the text is {kind}; give it as a string", shown), None
     found = {
         key: "object" if isinstance(item, dict) else "list" if isinstance(item, list) else "scalar"
         for key, item in value.items()
@@ -286,7 +387,7 @@ def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | 
                 needs_clean = True
             if not raw.strip():
                 continue
-            problem, value = jsonl_problem(line_no, raw, kinds)
+            problem, value = jsonl_problem(line_no, raw, kinds, text_col)
             if problem is not None:
                 sink.add(problem)
                 needs_clean = True

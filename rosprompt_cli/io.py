@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.formats import STDIO, format_from_path, separator
+from rosprompt_cli.formats import STDIO, check_format, format_from_path, is_table_file, separator
 from rosprompt_cli.input_check import (
     SHOWN_LINES,
     FailOnReject,
@@ -48,6 +50,7 @@ class TableSource:
     path: Path
     fmt: str
     _spool_dir: Path | None = field(default=None, repr=False)
+    unclosed_quote: str = "fail"  # CSV: what a quote never closed does (input_check.csv_records)
     report: InputReport | None = field(default=None, repr=False)
     _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
     _schema: pl.Schema | None = field(default=None, repr=False)
@@ -76,7 +79,7 @@ class TableSource:
         sink = sink if sink is not None else FailOnReject(self.display)
         text = text_col or ""
         if self.fmt in ("csv", "tsv"):
-            self.report = check_csv(self.path, self.display, self.separator, text, sink)
+            self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote)
         elif self.fmt == "jsonl":
             self.report = self._check_jsonl(text, sink)
         else:
@@ -89,8 +92,11 @@ class TableSource:
             if self._spool_dir is None:
                 self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
             self._data_path = self._spool_dir / "clean.jsonl"
-            with open(self._data_path, "wb") as clean:
-                check_jsonl(self.path, text_col, RejectSink(), clean)
+            try:
+                with open(self._data_path, "wb") as clean:
+                    check_jsonl(self.path, text_col, RejectSink(), clean)
+            except OSError as exc:
+                raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
         if report.rows:
             try:
                 self._schema = self._scan().collect_schema()
@@ -167,7 +173,7 @@ class TableSource:
             raise self._cannot_read(exc) from exc
 
     def _csv_batches(self, rows: int, start: int) -> Iterator[pl.DataFrame]:
-        records = csv_records(self.path, self.separator)
+        records = csv_records(self.path, self.separator, self.unclosed_quote, self.display)
         header = csv_header(records, self.display)
         assert header is not None
         pending: list[list[str]] = []
@@ -226,28 +232,54 @@ def _sniff(head: bytes) -> str:
     return "tsv" if b"\t" in first and b"," not in first else "csv"
 
 
-def open_source(path: str, fmt: str | None = None) -> TableSource:
-    if path == STDIO:
-        spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-stdin-"))
-        spooled = spool_dir / "stdin"
+def _no_room_for_copy(display: str, folder: Path, exc: OSError) -> RosPromptError:
+    return RosPromptError(f"{display}: cannot write its temporary copy in {folder.parent} ({exc.strerror}); "
+                          f"make room there or point TMPDIR at a folder that has it")
+
+
+def _spooled(stream: BinaryIO, display: str, fmt: str | None, unclosed_quote: str) -> TableSource:
+    """A source for an input that can be read only once (stdin, a FIFO, `<(...)`): it is copied
+    to a temporary file first, since the pre-pass and the labelling pass each read the input.
+    Its format is `fmt`, else sniffed from its first bytes."""
+    spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
+    spooled = spool_dir / "input"
+    try:
         with open(spooled, "wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-        with open(spooled, "rb") as fh:
-            head = fh.read(4096)
-        chosen = format_from_path("-", fmt) if fmt else _sniff(head)
-        return TableSource("<stdin>", spooled, chosen, spool_dir)
+            shutil.copyfileobj(stream, out, 1 << 20)
+    except BaseException as exc:  # including an interruption while waiting for the writer
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _no_room_for_copy(display, spool_dir, exc) from exc
+        raise
+    with open(spooled, "rb") as fh:
+        head = fh.read(4096)
+    chosen = check_format(fmt) if fmt else _sniff(head)
+    return TableSource(display, spooled, chosen, spool_dir, unclosed_quote)
+
+
+def open_source(path: str, fmt: str | None = None, unclosed_quote: str = "fail") -> TableSource:
+    if path == STDIO:
+        return _spooled(sys.stdin.buffer, "<stdin>", fmt, unclosed_quote)
     p = Path(path)
     if not p.exists():
         raise RosPromptError(f"{path}: input file not found")
     if p.is_dir():
         raise RosPromptError(f"{path}: is a folder; give a CSV, TSV, JSONL or Parquet file")
-    return TableSource(path, p, format_from_path(path, fmt))
+    try:
+        stream = open(p, "rb")
+    except OSError as exc:
+        raise RosPromptError(f"{path}: cannot read the input ({exc.strerror})") from None
+    with stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):  # a FIFO, pipe or device: read once
+            known = fmt or (format_from_path(path) if is_table_file(p) else None)
+            return _spooled(stream, path, known, unclosed_quote)
+    return TableSource(path, p, format_from_path(path, fmt), unclosed_quote=unclosed_quote)
 
 
 def require_columns(source: TableSource, wanted: dict[str, str]) -> list[str]:
     """Check that each option's column exists; the message lists the columns that do."""
     columns = source.columns()
-    if not columns:
+    if not columns and not (source.report and source.report.rows):  # rows of `{}` have no columns
         raise RosPromptError(f"{source.display}: the file is empty (no header, no rows)")
     check_columns(source.display, columns, wanted)
     return columns

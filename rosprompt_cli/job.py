@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from rosprompt_cli import summary as summaries
-from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info, warn
 from rosprompt_cli.file_run import (
     DEFAULT_CHUNK_ROWS,
@@ -36,6 +36,7 @@ from rosprompt_cli.file_run import (
 )
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import LabelOptions, OutputColumns
+from rosprompt_cli.input_check import UNCLOSED_QUOTE
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock
@@ -71,6 +72,7 @@ class LabelJob:
     fmt: str | None = None
     out_format: str | None = None
     on_error: str | None = None
+    unclosed_quote: str = "fail"
     rejects: str | None = None
     resume: bool = False
     force: bool = False
@@ -87,6 +89,7 @@ class LabelJob:
         OutputColumns(tuple(self.labels.names), self.options).refuse_duplicates()
         if self.on_error is not None:
             check_choice("--on-error", self.on_error, ON_ERROR)
+        check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
         if self.summary and not Path(self.summary).resolve().parent.is_dir():
             raise RosPromptError(f"--summary {self.summary}: folder {Path(self.summary).parent} does not exist")
         if self.engine == "local" and not is_multi_file(self.input):
@@ -125,14 +128,24 @@ def run_label(job: LabelJob, on_event: OnEvent = ignore) -> LabelResult:
         else:
             summary = _label_locally(job, on_event, so_far)
     except _STOPS as exc:
-        _write_summary(job, so_far[-1](*summaries.failure(exc)))
+        try:
+            _write_summary(job, so_far[-1](*summaries.failure(exc)))
+        except WriteFailed as also:
+            warn(on_event, str(also))  # the run's own error, raised next, is the one to report
         raise
-    return LabelResult(_write_summary(job, summary))
+    return LabelResult(_write_summary(job, summary, finished=True))
 
 
-def _write_summary(job: LabelJob, data: dict) -> dict:
+def _write_summary(job: LabelJob, data: dict, finished: bool = False) -> dict:
     if job.summary:
-        summaries.write(job.summary, data)
+        try:
+            summaries.write(job.summary, data)
+        except OSError as exc:
+            failure = write_failed(f"--summary {job.summary}", exc)
+            if finished:
+                where = data.get("output", "the output")
+                raise WriteFailed(f"{failure}; the run itself finished and {where} is complete") from exc
+            raise failure from exc
     return data
 
 
@@ -163,7 +176,8 @@ def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar])
     if is_multi_file(job.input):
         return _label_files(job, chunk_rows, load_scorer, on_event, so_far)
     request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
-                         on_error=job.on_error or "skip", rejects=job.rejects, force=job.force,
+                         on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
+                         rejects=job.rejects, force=job.force,
                          resume=job.resume, chunk_rows=chunk_rows)
     with FileRun(request, job.options, list(job.labels.names)) as run:
         so_far.append(lambda status, error: _file_summary(run, status, error))
@@ -229,7 +243,8 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
     so_far.append(lambda status, error: summaries.combined(done, status, error, complete()))
     for number, plan in enumerate(plans):
         request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
-                             on_error=job.on_error or "skip", force=job.force, resume=job.resume,
+                             on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
+                             force=job.force, resume=job.resume,
                              chunk_rows=chunk_rows)
         with FileRun(request, job.options, list(job.labels.names)) as run:
             try:
@@ -255,6 +270,8 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError(f"--out-format {job.out_format}: --engine ray writes Parquet only")
     if job.on_error == "skip" or job.rejects:
         raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
+    if job.unclosed_quote != "fail":
+        raise RosPromptError("--unclosed-quote reject-line is for --engine local; --engine ray stops at an unclosed quote")
     if job.resume:
         raise RosPromptError("--resume is for --engine local; a failed Ray run publishes nothing: run it again")
     if device.startswith("cuda") and not job.cluster.gpus:

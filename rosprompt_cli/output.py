@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from rosprompt_cli.errors import ExitCode, RosPromptError
+from rosprompt_cli.errors import ExitCode, RosPromptError, write_failed
 from rosprompt_cli.formats import STDIO, separator
 
 
@@ -97,25 +97,32 @@ class TableWriter:
             if self.target is None:
                 assert self._fh is not None
                 self._fh.flush()
-        except pl.exceptions.ComputeError as exc:
-            raise RosPromptError(f"{self.display}: cannot write {self.fmt} ({exc})") from exc
-        except OSError as exc:
-            if self.target is None and _is_broken_pipe(exc):
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            if self.target is None and isinstance(exc, OSError) and _is_broken_pipe(exc):
                 raise StdoutClosed("stdout was closed by the program reading it; stopped") from exc
-            raise
+            raise write_failed(self.display, exc) from exc
 
     def checkpoint(self) -> dict:
         """Make what was written durable; the returned dict lets a later writer resume here."""
         if self.fmt == "parquet":
             return {"parts": self._parts}
         assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise write_failed(self.display, exc) from exc
         return {"bytes": self._fh.tell()}
 
     def commit(self) -> None:
         if self.target is None:
             return
+        try:
+            self._commit()
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            raise write_failed(self.display, exc) from exc
+
+    def _commit(self) -> None:
         if self.fmt == "parquet":
             parts = [self._part(i) for i in range(self._parts)]
             if parts:
@@ -132,15 +139,22 @@ class TableWriter:
         os.replace(self._tmp, self.target)
 
     def suspend(self) -> None:
-        """Stop writing but keep the partial output, for `--resume`."""
+        """Stop writing but keep the partial output, for `--resume` (which cuts it back to the
+        last checkpoint)."""
         if self.target is not None and self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # bytes after the last checkpoint, which a resumed run cuts off anyway
 
     def abort(self) -> None:
         if self.target is None:
             return
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # the file is removed next
         shutil.rmtree(self._parts_dir, ignore_errors=True)
         self._tmp.unlink(missing_ok=True)
 
@@ -184,7 +198,7 @@ def check_output_path(target: Path, force: bool) -> None:
     if not target.parent.exists():
         raise RosPromptError(f"{target}: output folder {target.parent} does not exist; create it first")
     if not os.access(target.parent, os.W_OK):
-        raise RosPromptError(f"{target}: output folder {target.parent} is not writable")
+        raise RosPromptError(f"{target}: output folder {target.parent} is not writable; choose another --out")
 
 
 class OutputLocked(RosPromptError):
@@ -198,24 +212,31 @@ class OutputLock:
     the holder dies, even by SIGKILL: a crashed run never leaves a stale lock behind.
     """
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, what: str = "output", advice: str = "choose another --out") -> None:
         self.path = sidecar(target, "lock")
         self.target = target
+        self.what = what
+        self.advice = advice
         self._fd: int | None = None
 
     def acquire(self) -> None:
         import fcntl
 
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RosPromptError(
+                    f"{self.target}: cannot create files in {self.target.parent} ({exc.strerror}); choose another --out"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 raise OutputLocked(
-                    f"{self.target}: another rosprompt run ({holder}) is writing this output; wait for it to "
-                    f"finish or choose another --out"
+                    f"{self.target}: another rosprompt run ({holder}) is writing this {self.what}; wait for it "
+                    f"to finish or {self.advice}"
                 ) from None
             # The holder before us may have removed the file after we opened it: lock the live one.
             try:

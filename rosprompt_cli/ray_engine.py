@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ import polars as pl
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.formats import separator
 from rosprompt_cli.frames import LabelOptions, OutputColumns
-from rosprompt_cli.input_check import csv_header, csv_records
+from rosprompt_cli.input_check import QUOTED_TSV_FIELD, csv_header, csv_records
 from rosprompt_cli.io import check_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.shards import input_files
@@ -173,13 +174,34 @@ def read_dataset(ray: Any, files: list[Path], fmt: str) -> Any:
         import pyarrow.csv as pacsv
 
         columns = _csv_columns(files, fmt)
-        parse = pacsv.ParseOptions(delimiter=separator(fmt), newlines_in_values=True)
+        if fmt == "tsv":  # one row per line, a quote is text (input_check.split_tsv_line)
+            parse = pacsv.ParseOptions(delimiter="\t", quote_char=False)
+        else:
+            parse = pacsv.ParseOptions(delimiter=",", newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
                                        quoted_strings_can_be_null=True, null_values=[""])
-        return ray.data.read_csv(paths, parse_options=parse, convert_options=convert, num_cpus=IO_CPUS)
+        dataset = ray.data.read_csv(paths, parse_options=parse, convert_options=convert, num_cpus=IO_CPUS)
+        if fmt == "tsv":
+            dataset = dataset.map_batches(unquote_tsv, batch_format="pyarrow", num_cpus=IO_CPUS)
+        return dataset
     if fmt == "jsonl":
         return ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS)
     return ray.data.read_parquet(paths, num_cpus=IO_CPUS)
+
+
+def unquote_tsv(table: Any) -> Any:
+    """The local reader's TSV rule on a pyarrow table read without quoting: a value wholly in
+    quotes, inner quotes doubled, loses them; an empty value is null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    quoted = f"^{QUOTED_TSV_FIELD}$"
+    columns = []
+    for column in table.columns:
+        inner = pc.replace_substring(pc.utf8_slice_codeunits(column, 1, -1), '""', '"')
+        value = pc.if_else(pc.match_substring_regex(column, quoted), inner, column)
+        columns.append(pc.if_else(pc.equal(value, ""), pa.scalar(None, pa.string()), value))
+    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
 def _start(ray: Any, address: str | None) -> bool:
@@ -302,11 +324,27 @@ def _write_shards(dataset: Any, folder: Path, label_col: str, result: RayResult)
     # OVERWRITE: the folder is this run's own fresh partial folder; names need no write id.
     dataset.write_parquet(str(folder), filename_provider=ShardNames(), min_rows_per_file=SHARD_MIN_ROWS,
                           mode=SaveMode.OVERWRITE, ray_remote_args={"num_cpus": IO_CPUS})
-    shards = sorted(folder.glob("*.parquet"))
+    shards = _number_shards(folder)
     if not shards:
         raise RosPromptError(f"{folder.name.removeprefix('.').removesuffix('.partial')}: the input has no rows")
     labels = pl.scan_parquet(shards).select(label_col).collect().get_column(label_col)
     tally_labels(result, labels)
+
+
+def _number_shards(folder: Path) -> list[Path]:
+    """Rename the shards Ray wrote (part-TASK-K.parquet: K counts the files of one write task) to
+    part-000000.parquet, part-000001.parquet, … in input order, so that sorting by name is
+    reading in order; returns them in that order."""
+    written = []
+    for path in folder.glob(f"{SHARD_PREFIX}-*.parquet"):
+        numbers = re.fullmatch(rf"{SHARD_PREFIX}-(\d+)(?:-(\d+))?\.parquet", path.name)
+        assert numbers is not None, path
+        written.append((int(numbers[1]), int(numbers[2] or 0), path))
+    staged = [path.rename(folder / f".{index}.renaming") for index, (_, _, path) in enumerate(sorted(written))]
+    shards = [folder / f"{SHARD_PREFIX}-{index:06}.parquet" for index in range(len(staged))]
+    for stage, shard in zip(staged, shards):  # in two steps, so that no new name replaces an old one
+        stage.rename(shard)
+    return shards
 
 
 def _cause(exc: BaseException) -> str:

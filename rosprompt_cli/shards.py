@@ -34,6 +34,8 @@ def input_files(spec: str, fmt: str | None = None) -> tuple[list[Path], str]:
                  if p.is_file() and not p.name.startswith(".") and (fmt or is_table_file(p))]
     elif path.is_file():
         files = [path]
+    elif path.exists():  # a FIFO, pipe or device: the local engine reads those once (io.open_source)
+        raise RosPromptError(f"{spec}: is a pipe or device, not a file; label it with --engine local")
     else:
         files = [Path(p) for p in glob.glob(str(path)) if Path(p).is_file()]
     if not files:

@@ -129,4 +129,47 @@ CASES = [
         _jsonl({"id": 1, "tags": ["a", "b"], "text": "vote"}), ["--out", "{tmp}/out.csv"],
         exit_code=1, message=["column 'tags' holds nested values", ".jsonl or .parquet"], records=1,
     ),
+    BadInput(
+        "CSV quote never closed (the rest of the file would be one field)", "in.csv",
+        b'text,id\nhello world,1\n"unbalanced start,2\nsecond row,3\nthird row,4\n',
+        exit_code=1, message=["in.csv, line 3: a quote opened on this line is never closed", "the 2 lines after it",
+                              "--unclosed-quote reject-line"], records=4,
+    ),
+    BadInput(
+        "CSV quote never closed (--unclosed-quote reject-line)", "in.csv",
+        b'text,id\nhello world,1\n"unbalanced start,2\nsecond row,3\nthird row,4\n', ["--unclosed-quote", "reject-line"],
+        exit_code=4, message=["in.csv, line 3: a quote opened on this line is never closed", "read as rows"],
+        rows_out=3, rejected=1, records=4,
+    ),
+    BadInput(
+        "CSV field with text after its closing quote", "in.csv", b'text,id\n"Quoted" text,1\nplain,2\n',
+        exit_code=4, message=["in.csv, line 2: a quote is not where CSV allows one"], rows_out=1, rejected=1, records=2,
+    ),
+    BadInput(
+        "TSV with quotes inside text (plain tab-separated values)", "in.tsv",
+        b'text\tid\n"Quoted" text\t1\nplain\t2\n"open quote\t3\nfour\t4\nfive\t5\n',
+        exit_code=0, rows_out=5, records=5,
+    ),
+    BadInput(
+        "JSONL lines that are {} only", "in.jsonl", b"{}\n{}\n",
+        exit_code=1, message=["in.jsonl: no column 'text'"], records=2,
+    ),
+    BadInput(
+        "JSONL text that is a list", "in.jsonl", _jsonl({"text": ["a", "b"]}, GOOD_B),
+        exit_code=4, message=["in.jsonl, line 1, column 'text': the text is a list"], rows_out=1, rejected=1, records=2,
+    ),
+    BadInput(
+        "JSONL text that is a list in every row", "in.jsonl", _jsonl({"text": ["a", "b"]}, {"text": ["c"]}),
+        exit_code=4, message=["2 rows set aside (2 text not a string)"], rows_out=0, rejected=2, records=2,
+    ),
+    BadInput(
+        "JSONL NaN and -Infinity (Python's json reads them, JSON does not)", "in.jsonl",
+        _jsonl(b'{"text": "a", "x": NaN}', GOOD_B, b'{"text": "c", "x": -Infinity}'),
+        exit_code=4, message=["in.jsonl, line 1, column 20: invalid JSON (NaN is not a JSON value"],
+        rows_out=1, rejected=2, records=3,
+    ),
+    BadInput(
+        "--out where no file can be created (/proc)", "in.csv", b"id,text\n1,hello\n", ["--out", "/proc/out.csv"],
+        exit_code=1, message=["/proc/out.csv: ", "/proc", "choose another --out"], records=1,
+    ),
 ]

@@ -272,3 +272,131 @@ def test_summary_says_failed_when_the_run_fails_before_it_starts(cli, tmp_path):
     before = src.read_bytes()
     cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.jsonl", "--summary", src, check=False)
     assert src.read_bytes() == before
+
+
+def test_quoted_and_plain_text_come_out_as_written(cli, tmp_path):
+    """TSV is the plain tab-separated format (a quote is text), except a wholly quoted field with
+    its quotes doubled, as pandas and polars write TSV; CSV follows its quoting rules."""
+    tsv = tmp_path / "in.tsv"
+    tsv.write_bytes(b'text\tid\n"Quoted" text\t1\n"open quote\t2\n"""She said so,"" he wrote."\t3\n')
+    cli("label", tsv, "--labels", LABELS, "--out", tmp_path / "tsv.jsonl")
+    assert [r["text"] for r in _records(tmp_path / "tsv.jsonl")] == [
+        '"Quoted" text', '"open quote', '"She said so," he wrote.']
+    src = tmp_path / "in.csv"
+    src.write_bytes(b'text,id\n"ok, fine",1\n"two\nlines",2\n"say ""hi""",3\n')
+    cli("label", src, "--labels", LABELS, "--out", tmp_path / "csv.jsonl")
+    assert [r["text"] for r in _records(tmp_path / "csv.jsonl")] == ["ok, fine", "two\nlines", 'say "hi"']
+    # rosprompt's own TSV output (quoted where a value has a quote) reads back as the same text
+    cli("label", tmp_path / "tsv.jsonl", "--labels", LABELS, "--out", tmp_path / "back.tsv",
+        "--out-label-col", "label2", "--out-score-col", "score2")
+    cli("label", tmp_path / "back.tsv", "--labels", LABELS, "--out", tmp_path / "back.jsonl",
+        "--out-label-col", "label3", "--out-score-col", "score3")
+    assert [r["text"] for r in _records(tmp_path / "back.jsonl")] == [
+        '"Quoted" text', '"open quote', '"She said so," he wrote.']
+
+
+def _limited(cli, max_bytes: int, *args: object) -> subprocess.CompletedProcess:
+    """A run whose files may not grow past `max_bytes` (RLIMIT_FSIZE): writes then fail as on a
+    full disk (EFBIG instead of ENOSPC, through the same code)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", *map(str, args)], cwd=REPO,
+                          env=cli.env, capture_output=True, preexec_fn=limit, timeout=900)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_full_disk_names_the_file_publishes_nothing_and_stays_resumable(cli, tmp_path, fmt):
+    src = tmp_path / "feed.csv"  # CSV is read in place (a JSONL input with a bad line gets a clean copy)
+    pl.read_ndjson(_corpus(tmp_path / "feed.jsonl", 400) or tmp_path / "feed.jsonl").write_csv(src)
+    with open(src, "a", encoding="utf-8") as fh:
+        fh.write("1,2,3,4,5\n")
+    common = ["--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16"]
+    cli("label", src, *common, "--out", tmp_path / f"reference.{fmt}", check=False)
+    out = tmp_path / f"o.{fmt}"
+    full = _limited(cli, 20_000, src, *common, "--out", out, "--summary", tmp_path / "run.json")
+    err = full.stderr.decode()
+    assert full.returncode == 1 and "Traceback" not in err, err
+    assert f"{out}: cannot write (File too large)" in err and "--resume to continue after row" in err, err
+    assert not out.exists() and not (tmp_path / "o.rejects.jsonl").exists(), "nothing that looks complete"
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["status"] == "failed" and "cannot write" in summary["error"]
+    resumed = cli("label", src, *common, "--out", out, "--resume", check=False)
+    assert resumed.returncode == 4 and b"resumed at row" in resumed.stderr, resumed.stderr
+    assert out.read_bytes() == (tmp_path / f"reference.{fmt}").read_bytes()
+    assert len(_records(tmp_path / "o.rejects.jsonl")) == 1, "the rejected row is kept"
+
+
+def test_a_full_disk_for_the_rejects_file_is_found_before_any_labelling(cli, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 20)
+    with open(src, "a", encoding="utf-8") as fh:
+        fh.write("{broken " + "x" * 30_000 + "\n")
+    out = tmp_path / "o.jsonl"
+    proc = _limited(cli, 20_000, src, "--labels", LABELS, "--out", out)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and f"{tmp_path / 'o.rejects.jsonl'}: cannot write" in err, err
+    assert "labels" not in err.split("cannot write")[0], "refused before the model was loaded"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["feed.jsonl"]
+
+
+def test_a_fifo_is_read_once_and_a_waiting_run_still_stops_on_a_signal(cli, tmp_path):
+    import threading
+
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 120)
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(src.read_bytes()))
+    writer.start()
+    cli("label", fifo, "--labels", LABELS, "--out", tmp_path / "o.csv")
+    writer.join()
+    assert [int(r["id"]) for r in _records(tmp_path / "o.csv")] == list(range(120))
+    # nobody writes to the FIFO: SIGTERM ends the wait at once, leaving nothing behind
+    waiting = _start(cli, fifo, "--labels", LABELS, "--out", tmp_path / "o2.csv")
+    time.sleep(3)
+    waiting.send_signal(signal.SIGTERM)
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 143 and b"interrupted by SIGTERM" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl", "o.csv", "pipe.jsonl"]
+
+
+def test_an_input_the_user_may_not_read_is_one_line(cli, tmp_path):
+    import shutil
+
+    src = tmp_path / "secret.csv"
+    src.write_text("text\nhello\n", encoding="utf-8")
+    src.chmod(0)
+    command = [sys.executable, "-m", "rosprompt_cli", "label", str(src), "--labels", LABELS, "--out",
+               str(tmp_path / "o.csv")]
+    if os.geteuid() == 0:  # root reads anything; without these two capabilities it cannot
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv to drop the file-permission capabilities")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    proc = subprocess.run(command, env=cli.env, capture_output=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.decode().strip() == f"rosprompt: error: {src}: cannot read the input (Permission denied)"
+
+
+def test_two_runs_never_share_a_rejects_file(cli, tmp_path):
+    """--out day.csv and --out day.jsonl at once would both set rows aside in day.rejects.jsonl:
+    the second is refused before any work, and the first keeps its rejected rows."""
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 600)
+    with open(src, "a", encoding="utf-8") as fh:
+        fh.write("not json\n")
+    first = _start(cli, src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16",
+                   "--out", tmp_path / "day.csv")
+    try:
+        _wait_for_progress(tmp_path / ".day.csv.rosprompt-state", first, 50)
+        second = cli("label", src, "--labels", LABELS, "--out", tmp_path / "day.jsonl", check=False)
+        assert second.returncode == 5, second.stderr
+        assert b"day.rejects.jsonl: another rosprompt run" in second.stderr
+        assert b"pass --rejects FILE" in second.stderr
+        assert not (tmp_path / "day.jsonl").exists()
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 4, err
+    assert len(_records(tmp_path / "day.rejects.jsonl")) == 1 and len(_records(tmp_path / "day.csv")) == 600

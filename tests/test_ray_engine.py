@@ -5,6 +5,7 @@ installs it."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -65,7 +66,7 @@ def test_ray_shard_folder_matches_local_and_refuses_to_overwrite(cli, shards, lo
     out = tmp_path / "tagged"
     cli("label", shards, "--labels", SIB_LABELS, "--out", out, "--engine", "ray", "--chunk-rows", "50")
     parts = sorted(out.glob("*.parquet"))
-    assert parts and all(p.name.startswith("part-") for p in parts)
+    assert [p.name for p in parts] == [f"part-{i:06}.parquet" for i in range(len(parts))], "as README names them"
     _same_labels(pl.concat([pl.read_parquet(p) for p in parts]), local_labels, list(range(1, 316)))
     again = cli("label", shards, "--labels", SIB_LABELS, "--out", out, "--engine", "ray", check=False)
     assert again.returncode == 1 and "pass --force" in again.stderr.decode()
@@ -96,3 +97,23 @@ def test_ray_takes_the_output_lock_a_local_run_holds(cli, shards, tmp_path):
     err = " ".join(proc.stderr.decode().split())
     assert proc.returncode == 5 and "another rosprompt run" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_ray_refuses_a_fifo_in_one_line(cli, tmp_path):
+    fifo = tmp_path / "feed.jsonl"
+    os.mkfifo(fifo)
+    proc = cli("label", fifo, "--labels", SIB_LABELS, "--engine", "ray", "--out", tmp_path / "o.parquet", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == f"rosprompt: error: {fifo}: is a pipe or device, not a file; label it with --engine local"
+
+
+def test_ray_reads_tsv_as_the_local_engine_does(cli, tmp_path):
+    """Plain tab-separated values (a quote is text), a wholly quoted field unquoted, empty is null."""
+    src = tmp_path / "in.tsv"
+    src.write_bytes(b'text\tid\n"Quoted" text\t1\nplain\t2\n"open quote\t3\n"""She said so,"" he wrote."\t4\n\t5\n')
+    cli("label", src, "--labels", SIB_LABELS, "--engine", "ray", "--out", tmp_path / "ray.parquet")
+    cli("label", src, "--labels", SIB_LABELS, "--out", tmp_path / "local.parquet")
+    on_ray, local = pl.read_parquet(tmp_path / "ray.parquet"), pl.read_parquet(tmp_path / "local.parquet")
+    assert on_ray.get_column("text").to_list() == local.get_column("text").to_list() == [
+        '"Quoted" text', "plain", '"open quote', '"She said so," he wrote.', None]
+    assert on_ray.get_column("label").to_list() == local.get_column("label").to_list()

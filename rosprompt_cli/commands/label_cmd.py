@@ -54,6 +54,14 @@ def label(
             show_default=False,
         ),
     ] = None,
+    unclosed_quote: Annotated[
+        str,
+        typer.Option(
+            "--unclosed-quote",
+            help="CSV: a quote that is never closed turns every later line into one field. 'fail' stops the run "
+            "naming its line; 'reject-line' sets that line aside as a bad row and reads the lines after it as rows.",
+        ),
+    ] = "fail",
     rejects: Annotated[
         str | None,
         typer.Option(
@@ -139,7 +147,8 @@ def label(
             options=LabelOptions(text_col=text_col, batch_size=batch_size, top_k=top_k, multi_label=multi_label,
                                  threshold=threshold, all_scores=all_scores, label_col=out_label_col,
                                  score_col=out_score_col),
-            lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, rejects=rejects, resume=resume,
+            lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, unclosed_quote=unclosed_quote, rejects=rejects,
+            resume=resume,
             force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
             cluster=RayRequest(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker),
