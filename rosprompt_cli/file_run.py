@@ -31,7 +31,7 @@ from rosprompt_cli.input_check import UNCLOSED_QUOTE, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_nested, sidecar
+from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_unwritable, sidecar
 from rosprompt_cli.paths import sha256_file
 from rosprompt_cli.resume import DoneRecord, RunState, value_digest
 from rosprompt_cli.summary import RunSummary, tally_labels
@@ -74,19 +74,6 @@ def rejects_path(out: str, rejects: str | None) -> Path:
     if out == STDIO:
         return Path(STDOUT_REJECTS)
     return Path(out).with_name(Path(out).stem + ".rejects.jsonl")
-
-
-def refuse_shared_paths(named: dict[str, str | Path | None]) -> None:
-    """Any two of the files a run reads or writes (by role) that are one file are refused before
-    any work: writing one would destroy the other."""
-    seen: dict[Path, str] = {}
-    for role, path in named.items():
-        if path is None or str(path) == STDIO:
-            continue
-        resolved = Path(path).expanduser().resolve()
-        if resolved in seen:
-            raise RosPromptError(f"{path}: {seen[resolved]} and {role} are the same file; give each its own")
-        seen[resolved] = role
 
 
 def run_files(input: str, out: str, rejects: str | None, summary: str | None) -> dict[str, str | Path | None]:
@@ -171,7 +158,7 @@ class FileRun:
             columns = require_columns(self.source, {"--text-col": self.options.text_col})
             OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
             if self.source.schema is not None:
-                refuse_nested(self.source.display, self.out_fmt, self.source.schema)
+                refuse_unwritable(self.source.display, self.out_fmt, self.source.schema)
         self.report = report
         self.summary.rows_read = report.rows + self.sink.count
         self.summary.rejected = self.sink.count

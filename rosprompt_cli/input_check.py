@@ -325,6 +325,18 @@ def _refuse_constant(name: str) -> None:
     raise _NotJson(name)
 
 
+class _DuplicateKey(ValueError):
+    """One JSON object naming a key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return value
+
+
 def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str = "") -> tuple[Reject | None, dict | None]:
     """(reject, None) for a bad line, (None, object) for a good one. `kinds` remembers whether
     each key held an object, a list or a scalar, since polars cannot mix those in a column; the
@@ -339,12 +351,14 @@ def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str
         ), None
     shown = text.rstrip("\r\n")
     try:
-        value = json.loads(shown, parse_constant=_refuse_constant)
+        value = json.loads(shown, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         return Reject(line_no, exc.colno, "invalid JSON", f"invalid JSON ({exc.msg})", shown), None
     except _NotJson as exc:
         column = shown.find(str(exc)) + 1 or None
         return Reject(line_no, column, "invalid JSON", f"invalid JSON ({exc} is not a JSON value; write null)", shown), None
+    except _DuplicateKey as exc:  # readers disagree on which value wins (Python: the last, polars: the first)
+        return Reject(line_no, str(exc), "duplicate key", f"key {str(exc)!r} appears twice in one object", shown), None
     except RecursionError:
         return Reject(line_no, None, "invalid JSON", "JSON nested too deeply", shown), None
     if not isinstance(value, dict):

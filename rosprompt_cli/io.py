@@ -122,6 +122,12 @@ class TableSource:
             report = InputReport(columns=self._schema.names(), rows=scan.select(pl.len()).collect().item())
             report.has_text_column = text_col in report.columns
             if report.has_text_column:
+                kind = self._schema[text_col]
+                if kind.is_nested() or kind == pl.Binary:
+                    raise RosPromptError(
+                        f"{self.display}: column {text_col!r} holds {kind} values, not text; store the text as "
+                        f"strings, or pass --text-col NAME"
+                    )
                 empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
                 rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), empty.alias("empty"))
                 hits = rows.filter(pl.col("empty")).select("row").collect().get_column("row")

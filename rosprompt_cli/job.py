@@ -31,12 +31,12 @@ from rosprompt_cli.file_run import (
     RunRequest,
     check_chunk_rows,
     describe_rejects,
-    refuse_shared_paths,
     run_files,
 )
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import UNCLOSED_QUOTE
+from rosprompt_cli.paths import refuse_shared_paths
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock
@@ -92,10 +92,12 @@ class LabelJob:
         check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
         if self.summary and not Path(self.summary).resolve().parent.is_dir():
             raise RosPromptError(f"--summary {self.summary}: folder {Path(self.summary).parent} does not exist")
+        # the label and prompt files are read by the run too: --out or --summary must not replace them
+        reads = {"--labels-file": self.labels.source, "--prompt": self.scorer.prompt}
         if self.engine == "local" and not is_multi_file(self.input):
-            refuse_shared_paths(run_files(self.input, self.out, self.rejects, self.summary))
+            refuse_shared_paths(run_files(self.input, self.out, self.rejects, self.summary) | reads)
         else:
-            refuse_shared_paths({"--out": self.out, "--summary": self.summary})
+            refuse_shared_paths({"--out": self.out, "--summary": self.summary} | reads)
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,15 @@ def failed_summary(input: str, out: str, status: str, error: str | None) -> dict
     return summaries.RunSummary(input=input, output=output, status=status, error=error).as_dict()
 
 
-def write_failed_summary(path: str | None, input: str, out: str, rejects: str | None, exc: BaseException) -> None:
+def write_failed_summary(path: str | None, input: str, out: str, rejects: str | None, exc: BaseException,
+                         reads: dict[str, str | None] | None = None) -> None:
     """--summary for a run refused before it became a job (its options did not make one); never
-    over any other file of the run, and not where the folder is missing."""
+    over any other file of the run (`reads`: the label and prompt files, by option), and not
+    where the folder is missing."""
     if not path or not Path(path).resolve().parent.is_dir():
         return
     try:
-        refuse_shared_paths(run_files(input, out, rejects, path))
+        refuse_shared_paths(run_files(input, out, rejects, path) | (reads or {}))
     except RosPromptError:
         return  # the summary would land on a file of the run
     summaries.write(path, failed_summary(input, out, *summaries.failure(exc)))

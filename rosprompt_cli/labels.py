@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
@@ -30,6 +30,7 @@ class Label:
 @dataclass(frozen=True)
 class LabelSet:
     labels: tuple[Label, ...]
+    source: str | None = field(default=None, compare=False)  # the label file it was read from
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -136,7 +137,7 @@ def load_label_file(path: str | Path) -> LabelSet:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise RosPromptError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
     if isinstance(data, list):
-        return LabelSet.from_names([str(x).strip() for x in data])
+        return replace(LabelSet.from_names([str(x).strip() for x in data]), source=str(path))
     if isinstance(data, dict):
         mapping: dict[str, list[str]] = {}
         for key, value in data.items():
@@ -147,7 +148,7 @@ def load_label_file(path: str | Path) -> LabelSet:
             elif not isinstance(value, list):
                 raise RosPromptError(f"{path}: label {key!r} must map to a list of names")
             mapping[str(key).strip()] = [str(v).strip() for v in value]
-        return LabelSet.from_mapping(mapping)
+        return replace(LabelSet.from_mapping(mapping), source=str(path))
     raise RosPromptError(f"{path}: expected a mapping of label -> names, or a list of labels")
 
 

@@ -89,7 +89,7 @@ class TableWriter:
                 frame.write_parquet(self._part(self._parts))
                 self._parts += 1
             elif self.fmt in ("csv", "tsv"):
-                refuse_nested(self.display, self.fmt, frame.schema)
+                refuse_unwritable(self.display, self.fmt, frame.schema)
                 frame.write_csv(self._fh, include_header=self._first, separator=separator(self.fmt))
             else:
                 frame.write_ndjson(self._fh)
@@ -180,8 +180,14 @@ def _is_broken_pipe(exc: OSError) -> bool:
     return isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or f"os error {errno.EPIPE})" in str(exc)
 
 
-def refuse_nested(display: str, fmt: str, schema: pl.Schema) -> None:
-    """CSV and TSV hold text: a column of lists or objects cannot be written to them."""
+def refuse_unwritable(display: str, fmt: str, schema: pl.Schema) -> None:
+    """Columns the output format cannot hold: lists or objects in CSV and TSV, which hold text;
+    raw bytes (a Parquet binary column) in any text format."""
+    binary = [name for name, dtype in schema.items() if dtype == pl.Binary]
+    if fmt != "parquet" and binary:
+        raise RosPromptError(
+            f"{display}: column {binary[0]!r} holds raw bytes that {fmt} output cannot hold; write .parquet instead"
+        )
     nested = [name for name, dtype in schema.items() if dtype.is_nested()]
     if fmt in ("csv", "tsv") and nested:
         raise RosPromptError(

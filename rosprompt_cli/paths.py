@@ -9,6 +9,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.formats import STDIO
+
 
 def cache_home() -> Path:
     """ROSPROMPT_HOME if set, else $XDG_CACHE_HOME/rosprompt, else ~/.cache/rosprompt."""
@@ -30,13 +33,17 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomically(path: Path, value: object, indent: int | None = None) -> None:
-    """Write JSON to a hidden sibling, make it durable, then rename it over `path`: a reader (or
-    a run resumed after a crash) sees the old file or the new one, never half of one."""
+    """JSON, written as write_text_atomically does."""
+    write_text_atomically(path, json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write to a hidden sibling, make it durable, then rename it over `path`: a reader (or a
+    run resumed after a crash) sees the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(value, fh, indent=indent, ensure_ascii=False)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -61,3 +68,16 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def refuse_shared_paths(named: dict[str, str | Path | None]) -> None:
+    """Any two of the files a run reads or writes (by role) that are one file are refused before
+    any work: writing one would destroy the other."""
+    seen: dict[Path, str] = {}
+    for role, path in named.items():
+        if path is None or str(path) == STDIO:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if resolved in seen:
+            raise RosPromptError(f"{path}: {seen[resolved]} and {role} are the same file; give each its own")
+        seen[resolved] = role

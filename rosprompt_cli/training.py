@@ -28,6 +28,7 @@ from rosprompt_cli.examples import LabelledData, load_labelled
 from rosprompt_cli.labels import GIVEN, LabelSet
 from rosprompt_cli.lexicon import names_by_language, open_world_negatives
 from rosprompt_cli.objective import language_dropout_mask, smoothed_targets, soft_cross_entropy
+from rosprompt_cli.paths import refuse_shared_paths
 from rosprompt_cli.penalties import Penalty, PenaltyContext, Step, build_penalties, penalty_names
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.verbalizers import NamePool, TrainingHead, check_verbalizer, choose_verbalizer, training_head
@@ -373,6 +374,8 @@ class TrainJob:
     mlm: MlmOverrides = field(default_factory=MlmOverrides)
 
     def __post_init__(self) -> None:
+        refuse_shared_paths({"the input": self.input, "--out": self.out})  # the prompt would replace it
+        refuse_shared_paths({"--dev": self.dev, "--out": self.out})
         if Path(self.out).is_dir():
             raise RosPromptError(f"{self.out}: is a folder; give --out a prompt file name, e.g. {Path(self.out) / 'prompt.safetensors'}")
         if Path(self.out).exists() and not self.force:

@@ -24,6 +24,16 @@ def _jsonl(*rows: object) -> bytes:
     return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
 
 
+def _parquet(columns: dict) -> bytes:
+    import io
+
+    import polars as pl
+
+    buffer = io.BytesIO()
+    pl.DataFrame(columns).write_parquet(buffer)
+    return buffer.getvalue()
+
+
 GOOD_A = {"id": 1, "text": "The home side won the cup final after extra time"}
 GOOD_B = {"id": 3, "text": "El parlamento aprobó el presupuesto nacional"}
 LONG_TEXT = "Doctors warn that the new virus spreads quickly in crowded hospitals. " * 30_000  # ~2 MB
@@ -167,6 +177,21 @@ CASES = [
         _jsonl(b'{"text": "a", "x": NaN}', GOOD_B, b'{"text": "c", "x": -Infinity}'),
         exit_code=4, message=["in.jsonl, line 1, column 20: invalid JSON (NaN is not a JSON value"],
         rows_out=1, rejected=2, records=3,
+    ),
+    BadInput(
+        "JSONL object naming a key twice (readers disagree on which value wins)", "in.jsonl",
+        _jsonl(b'{"text": "vote", "text": "match"}', GOOD_B),
+        exit_code=4, message=["in.jsonl, line 1, column 'text': key 'text' appears twice"], rows_out=1, rejected=1,
+        records=2,
+    ),
+    BadInput(
+        "Parquet text column holding lists", "in.parquet", _parquet({"text": [["a", "b"], ["c"]]}),
+        exit_code=1, message=["in.parquet: column 'text' holds List(String) values, not text"], records=2,
+    ),
+    BadInput(
+        "Parquet column of raw bytes asked to go to JSONL", "in.parquet",
+        _parquet({"text": ["vote", "match"], "blob": [b"\x00\x01", b"\x02"]}),
+        exit_code=1, message=["in.parquet: column 'blob' holds raw bytes that jsonl output cannot hold"], records=2,
     ),
     BadInput(
         "--out where no file can be created (/proc)", "in.csv", b"id,text\n1,hello\n", ["--out", "/proc/out.csv"],

@@ -400,3 +400,43 @@ def test_two_runs_never_share_a_rejects_file(cli, tmp_path):
         _, err = first.communicate(timeout=600)
     assert first.returncode == 4, err
     assert len(_records(tmp_path / "day.rejects.jsonl")) == 1 and len(_records(tmp_path / "day.csv")) == 600
+
+
+def test_train_and_eval_never_write_over_what_they_read(cli, tmp_path):
+    """`eval --output` naming the input replaced the labelled data with the metrics (exit 0)."""
+    import shutil
+
+    sample = tmp_path / "sample.csv"
+    shutil.copy(REPO / "samples" / "news_multilingual.csv", sample)
+    seed = tmp_path / "seed.csv"
+    shutil.copy(REPO / "samples" / "train_en.csv", seed)
+    before = sample.read_bytes(), seed.read_bytes()
+    refused = [
+        (("eval", sample, "--label-col", "category", "--output", sample), "the input and --output are the same file"),
+        (("train", seed, "--out", seed, "--force"), "the input and --out are the same file"),
+        (("train", seed, "--dev", sample, "--out", sample, "--force"), "--dev and --out are the same file"),
+    ]
+    for args, message in refused:
+        proc = cli(*args, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode == 1 and message in err and "Traceback" not in err, (args, err)
+    assert (sample.read_bytes(), seed.read_bytes()) == before
+
+
+def test_label_never_writes_over_its_label_or_prompt_file(cli, tmp_path):
+    import shutil
+
+    labels = tmp_path / "labels.yaml"
+    shutil.copy(REPO / "samples" / "labels.yaml", labels)
+    prompt = tmp_path / "p.safetensors"
+    shutil.copy(REPO / "prompts" / "default.safetensors", prompt)
+    before = labels.read_bytes(), prompt.read_bytes()
+    src = tmp_path / "feed.jsonl"
+    _corpus(src, 3)
+    for args, message in [
+        (("--labels-file", labels, "--summary", labels), "--summary and --labels-file are the same file"),
+        (("--labels", LABELS, "--prompt", prompt, "--summary", prompt), "--summary and --prompt are the same file"),
+    ]:
+        proc = cli("label", src, *args, "--out", tmp_path / "o.jsonl", check=False)
+        assert proc.returncode == 1 and message in proc.stderr.decode(), proc.stderr
+    assert (labels.read_bytes(), prompt.read_bytes()) == before and not (tmp_path / "o.jsonl").exists()

@@ -71,8 +71,18 @@ def main() -> None:
     except Exception as exc:
         if debug:
             raise
-        sys.stderr.write(
-            f"rosprompt: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback "
-            "and please report it)\n"
-        )
-        sys.exit(ExitCode.INTERNAL)
+        _internal_error(exc)
+    except BaseException as exc:  # a Rust panic inside polars (pyo3's PanicException) is a BaseException
+        if debug or type(exc).__name__ != "PanicException":
+            raise
+        _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug of ours (or of a library): one line, exit code 3."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    sys.stderr.write(
+        f"rosprompt: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback "
+        "and please report it)\n"
+    )
+    sys.exit(ExitCode.INTERNAL)

@@ -154,7 +154,7 @@ def label(
                                cpus_per_worker=cpus_per_worker),
         )
     except RosPromptError as exc:
-        write_failed_summary(summary_path, input, out, rejects, exc)  # a monitor reads the failure
+        write_failed_summary(summary_path, input, out, rejects, exc, {"--labels-file": labels_file, "--prompt": prompt})  # a monitor reads the failure
         raise
     result = run_label(job, common.Renderer())
     if result.rejected:
