@@ -11,12 +11,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, write_failed
 from rosprompt_cli.events import OnEvent, ignore, info
 from rosprompt_cli.examples import LabelledData, load_labelled
 from rosprompt_cli.frames import score_texts
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
+from rosprompt_cli.paths import refuse_shared_paths, write_text_atomically
+from rosprompt_cli.report import ReportContext, render_report
 from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
 from rosprompt_cli.verbalizers import Scorer
 
@@ -27,9 +29,17 @@ def predict(
     scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
 ) -> list[str]:
     """The best label of each text, scored with exactly the names of `label_set`."""
+    return predict_with_scores(scorer, texts, label_set, batch_size)[0]
+
+
+def predict_with_scores(
+    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
+) -> tuple[list[str], list[float]]:
+    """The best label of each text and its score (the `score` column `label` writes)."""
     probs = score_texts(scorer, texts, scorer.label_vectors(label_set), batch_size)
+    best = probs.max(-1)
     names = label_set.names
-    return [names[j] for j in probs.argmax(-1).tolist()]
+    return [names[j] for j in best.indices.tolist()], best.values.tolist()
 
 
 def check_gold_labels(data: LabelledData, label_set: LabelSet) -> None:
@@ -52,15 +62,16 @@ def evaluate(
 
 
 def _report(scorer: Scorer, data: LabelledData, scored: LabelSet, batch_size: int | None) -> Report:
-    predictions = predict(scorer, data.texts, scored, batch_size)
-    return evaluate_predictions(data.labels, predictions, scored.names, data.languages)
+    predictions, scores = predict_with_scores(scorer, data.texts, scored, batch_size)
+    return evaluate_predictions(data.labels, predictions, scored.names, data.languages, scores)
 
 
 @dataclass(frozen=True)
 class EvalJob:
     """One `rosprompt eval`: labelled input (a table file, a datasets save_to_disk folder, or
-    hf:NAME[:split]), its columns, the labels (None: the gold labels), the scorer, and where
-    to write the metrics as JSON (None: nowhere)."""
+    hf:NAME[:split]), its columns, the labels (None: the gold labels), the scorer, where to
+    write the metrics as JSON and the HTML report (None: nowhere), and the command line the
+    report names."""
 
     input: str
     text_col: str = "text"
@@ -73,15 +84,19 @@ class EvalJob:
     fmt: str | None = None
     split: str | None = None
     output: str | None = None
+    report: str | None = None
+    command: str = ""
 
     def __post_init__(self) -> None:
-        if self.output is None:
-            return
-        output = Path(self.output)
-        if output.is_dir():
-            raise RosPromptError(f"--output {self.output}: is a folder; give a file name for the metrics")
-        if not output.resolve().parent.is_dir():
-            raise RosPromptError(f"--output {self.output}: folder {output.parent} does not exist; create it first")
+        # what eval writes must not replace what it reads, nor one the other
+        refuse_shared_paths({"the input": self.input, "--output": self.output, "--report": self.report})
+        for option, path, what in (("--output", self.output, "the metrics"), ("--report", self.report, "the report")):
+            if path is None:
+                continue
+            if Path(path).is_dir():
+                raise RosPromptError(f"{option} {path}: is a folder; give a file name for {what}")
+            if not Path(path).resolve().parent.is_dir():
+                raise RosPromptError(f"{option} {path}: folder {Path(path).parent} does not exist; create it first")
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,17 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
                    f"{len(data):,} rows")
     result = EvalResult(_report(scorer, data, scored, job.batch_size), data.source, note, scorer.backbone.name)
     if job.output:
-        Path(job.output).write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write(job.output, json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
         info(on_event, f"metrics written to {job.output}")
+    if job.report:
+        context = ReportContext(result.source, result.model, result.note, job.command)
+        _write(job.report, render_report(result.report, result.as_dict(), context))
+        info(on_event, f"report written to {job.report}")
     return result
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        write_text_atomically(Path(path), text)
+    except OSError as exc:
+        raise write_failed(path, exc) from exc

@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, macro-F1, per-label P/R/F1, per-language, confusion."""
+"""Classification metrics: accuracy, macro-F1, per-label P/R/F1, per-language, confusion, and
+the calibration of the predicted label's score."""
 
 from __future__ import annotations
 
@@ -17,6 +18,42 @@ class LabelMetrics:
 
 
 @dataclass
+class ScoreBin:
+    """The rows whose predicted label scored in [low, high) (the last bin includes 1.0)."""
+
+    low: float
+    high: float
+    n: int
+    accuracy: float  # of the rows in the bin (0 when empty)
+    mean_score: float
+
+
+@dataclass
+class Calibration:
+    """Reliability of `score` (the predicted label's probability): accuracy per score bin, and the
+    expected calibration error, the row-weighted mean |accuracy - mean score| over the bins."""
+
+    bins: list[ScoreBin]
+    ece: float
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(correct: Sequence[bool], scores: Sequence[float], bins: int = CALIBRATION_BINS) -> Calibration:
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for i, score in enumerate(scores):
+        members[min(int(score * bins), bins - 1)].append(i)
+    out = []
+    for b, rows in enumerate(members):
+        n = len(rows)
+        out.append(ScoreBin(b / bins, (b + 1) / bins, n, _safe_div(sum(correct[i] for i in rows), n),
+                            _safe_div(sum(scores[i] for i in rows), n)))
+    ece = _safe_div(sum(b.n * abs(b.accuracy - b.mean_score) for b in out), len(scores))
+    return Calibration(out, ece)
+
+
+@dataclass
 class Report:
     n: int
     accuracy: float
@@ -25,6 +62,7 @@ class Report:
     per_language: dict[str, dict[str, float]]
     confusion: dict[str, dict[str, int]]  # gold -> predicted -> count
     labels: list[str]
+    calibration: Calibration | None = None  # when the scores are known
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +107,9 @@ def evaluate_predictions(
     pred: Sequence[str | None],
     labels: Sequence[str],
     languages: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
 ) -> Report:
+    """`scores`: each row's score of its predicted label, for the calibration."""
     if len(gold) != len(pred):
         raise ValueError("gold and predictions differ in length")
     confusion: dict[str, dict[str, int]] = {g: {p: 0 for p in labels} for g in labels}
@@ -93,4 +133,5 @@ def evaluate_predictions(
         per_language=per_language,
         confusion=confusion,
         labels=list(labels),
+        calibration=None if scores is None else calibration([g == p for g, p in zip(gold, pred)], scores),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Annotated
 
 import typer
@@ -66,6 +68,16 @@ def evaluate(
     output: Annotated[
         str | None, typer.Option("--output", help="Also write the metrics as JSON to this file. Default: tables only.", show_default=False)
     ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            help="Also write a self-contained HTML report to this file (opens offline): headline numbers, accuracy "
+            "per language by family, per-label precision/recall/F1, the confusion matrix and the score's "
+            "reliability. Default: none.",
+            show_default=False,
+        ),
+    ] = None,
     fmt: common.Format = None,
     split: common.Split = None,
     model: common.Model = None,
@@ -88,7 +100,8 @@ def evaluate(
         scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
                                   common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
                                   device, dtype, quantize, max_length, runtime, threads),
-        lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output,
+        lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output, report=report,
+        command=shlex.join(["rosprompt", *sys.argv[1:]]),
     )
     result = run_eval(job, common.Renderer())
     console = Console()
