@@ -13,6 +13,7 @@ Lower level: `build_scorer(ScorerSpec(...))` gives a scorer (verbalizers/), `eva
 `label_frames` use one on data already in memory, `train_prompt` trains on a loaded backbone.
 """
 
+from rosprompt_cli.adapt import AdaptOptions, Centres
 from rosprompt_cli.backbone import Backbone, load_backbone
 from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.evaluation import EvalJob, EvalResult, evaluate, predict, run_eval
@@ -34,7 +35,7 @@ from rosprompt_cli.verbalizers import EmbeddingScorer, MlmOptions, MlmOverrides,
 from rosprompt_cli.version import __version__
 
 __all__ = [
-    "Backbone", "EmbeddingScorer", "EvalJob", "EvalResult", "Event", "ExitCode", "FileRun", "Label", "LabelJob",
+    "AdaptOptions", "Backbone", "Centres", "EmbeddingScorer", "EvalJob", "EvalResult", "Event", "ExitCode", "FileRun", "Label", "LabelJob",
     "LabelOptions", "LabelResult", "LabelSet", "LabelledData", "MlmOptions", "MlmOverrides", "MlmScorer", "Notice",
     "PromptMeta", "RayRequest", "Report", "RosPromptError", "RowsDone", "RowsFinished", "RowsStarted", "RunRequest",
     "RunSummary", "Scorer", "ScorerSpec", "SoftPrompt", "TableWriter", "TrainConfig", "TrainJob", "__version__",

@@ -8,13 +8,17 @@ the whole `rosprompt eval` (load the data, build the scorer, evaluate, write the
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from rosprompt_cli.adapt import AdaptOptions, Centres, estimate_centres, refuse_adapt
 from rosprompt_cli.errors import RosPromptError, write_failed
 from rosprompt_cli.events import OnEvent, ignore, info
 from rosprompt_cli.examples import LabelledData, load_labelled
-from rosprompt_cli.frames import score_texts
+from rosprompt_cli.frames import score_texts, text_vectors_in_order
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.paths import refuse_shared_paths, write_text_atomically
@@ -52,18 +56,46 @@ def check_gold_labels(data: LabelledData, label_set: LabelSet) -> None:
 
 def evaluate(
     scorer: Scorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None,
-    lexicon: bool | None = None,
+    lexicon: bool | None = None, adapt: AdaptOptions | None = None, groups: Sequence[str] | None = None,
 ) -> Report:
     """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`. `lexicon`:
-    None for the default (lexicon names only without a prompt), as the CLI."""
+    None for the default (lexicon names only without a prompt), as the CLI. `adapt`: centre the
+    text vectors on `data` (adapt.py), per value of `groups` (one per row) when adapt.by is set."""
     check_gold_labels(data, label_set)
     scored, _ = label_set_for(scorer, label_set, lexicon)
-    return _report(scorer, data, scored, batch_size)
+    return _report(scorer, data, scored, batch_size, adapt, groups)[0]
 
 
-def _report(scorer: Scorer, data: LabelledData, scored: LabelSet, batch_size: int | None) -> Report:
-    predictions, scores = predict_with_scores(scorer, data.texts, scored, batch_size)
-    return evaluate_predictions(data.labels, predictions, scored.names, data.languages, scores)
+def _report(
+    scorer: Scorer, data: LabelledData, scored: LabelSet, batch_size: int | None,
+    adapt: AdaptOptions | None = None, groups: Sequence[str] | None = None,
+) -> tuple[Report, Centres | None]:
+    if adapt is None:
+        predictions, scores = predict_with_scores(scorer, data.texts, scored, batch_size)
+        return evaluate_predictions(data.labels, predictions, scored.names, data.languages, scores), None
+    refuse_adapt(scorer)
+    vectors = text_vectors_in_order(scorer, data.texts, batch_size)
+    return adapted_report(scorer, vectors, data, scored, adapt, groups)
+
+
+def adapted_report(
+    scorer: Scorer, vectors: torch.Tensor, data: LabelledData, scored: LabelSet, adapt: AdaptOptions,
+    groups: Sequence[str] | None = None,
+) -> tuple[Report, Centres]:
+    """The metrics with --adapt, from the rows' text vectors [N, H] (text_vectors_in_order), so
+    that several adaptations of one corpus need one forward pass (bench/adapt_sib200.py)."""
+    if adapt.by is not None and groups is None:
+        raise ValueError("adapt.by needs the rows' groups")
+    row_groups = [adapt.group_of(g) for g in groups] if adapt.by is not None and groups is not None else (
+        [adapt.group_of(None)] * len(data))
+    centres = estimate_centres(row_groups, adapt, lambda rows: vectors[rows].numpy())
+    label_vectors = scorer.label_vectors(scored)
+    centred = centres.centre(vectors, row_groups).to(device=label_vectors.device, dtype=label_vectors.dtype)
+    probs = torch.softmax(scorer.logits(centred, label_vectors).float(), -1).cpu()
+    best = probs.max(-1)
+    predictions = [scored.names[j] for j in best.indices.tolist()]
+    report = evaluate_predictions(data.labels, predictions, scored.names, data.languages, best.values.tolist())
+    return report, centres
 
 
 @dataclass(frozen=True)
@@ -86,6 +118,7 @@ class EvalJob:
     output: str | None = None
     report: str | None = None
     command: str = ""
+    adapt: AdaptOptions | None = None
 
     def __post_init__(self) -> None:
         # what eval writes must not replace what it reads, nor one the other
@@ -115,12 +148,21 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
     label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
     check_gold_labels(data, label_set)  # before the model loads
     label_set.require_choice("every row would be predicted right (accuracy 1.0); name other labels with --labels")
+    groups = None  # the rows' --adapt-by values, read before the model loads
+    if job.adapt is not None and job.adapt.by is not None:
+        groups = data.languages if job.adapt.by == job.lang_col else load_labelled(
+            job.input, job.text_col, job.label_col, job.adapt.by, job.fmt, job.split, EVAL_SPLITS).languages
     scorer = build_scorer(job.scorer)
+    if job.adapt is not None:
+        refuse_adapt(scorer)
     scored, lexicon_note = label_set_for(scorer, label_set, job.lexicon)
     note = scorer.prompt_note + lexicon_note
     info(on_event, f"{scorer.backbone.name} ({scorer.backbone.execution}), {note}, {len(scored)} labels, "
                    f"{len(data):,} rows")
-    result = EvalResult(_report(scorer, data, scored, job.batch_size), data.source, note, scorer.backbone.name)
+    report, centres = _report(scorer, data, scored, job.batch_size, job.adapt, groups)
+    if centres is not None:
+        note += f", {centres.summary()}"
+    result = EvalResult(report, data.source, note, scorer.backbone.name)
     if job.output:
         _write(job.output, json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
         info(on_event, f"metrics written to {job.output}")

@@ -19,20 +19,28 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.formats import STDIO, format_from_path
-from rosprompt_cli.frames import LabelOptions, OutputColumns, label_frames
+from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
+from rosprompt_cli.frames import (
+    LabelOptions,
+    OutputColumns,
+    adapt_groups,
+    label_frames,
+    text_vectors_in_order,
+    texts_with_text,
+)
 from rosprompt_cli.input_check import UNCLOSED_QUOTE, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_unwritable, sidecar
-from rosprompt_cli.paths import sha256_file
+from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.resume import DoneRecord, RunState, value_digest
 from rosprompt_cli.summary import RunSummary, tally_labels
 from rosprompt_cli.verbalizers import Scorer
@@ -80,7 +88,7 @@ def run_files(input: str, out: str, rejects: str | None, summary: str | None) ->
     """The files one single-file run touches, by role."""
     named: dict[str, str | Path | None] = {"the input": input, "--out": out}
     if out != STDIO:
-        for role in ("partial", "lock", "state"):
+        for role in ("partial", "lock", "state", "centres"):
             named[f"the --out {role} file"] = sidecar(Path(out), role)
     named["--rejects"] = rejects_path(out, rejects)
     named["--summary"] = summary
@@ -155,7 +163,10 @@ class FileRun:
         if self.sink.count and self.rejects_path.exists() and not (self.request.force or self.request.resume):
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
         if report.columns or report.rows:
-            columns = require_columns(self.source, {"--text-col": self.options.text_col})
+            wanted = {"--text-col": self.options.text_col}
+            if self.options.adapt is not None and self.options.adapt.by is not None:
+                wanted["--adapt-by"] = self.options.adapt.by
+            columns = require_columns(self.source, wanted)
             OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
             if self.source.schema is not None:
                 refuse_unwritable(self.source.display, self.out_fmt, self.source.schema)
@@ -196,6 +207,8 @@ class FileRun:
         self, scorer: Scorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None
     ) -> RunSummary:
         assert self.report is not None, "prepare() first"
+        if self.options.adapt is not None:
+            refuse_adapt(scorer)
         summary = self.summary
         summary.model = {
             "name": scorer.backbone.name, "content_hash": scorer.backbone.content_hash,
@@ -225,9 +238,13 @@ class FileRun:
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
         started = time.perf_counter()
         saved_rows = summary.rows  # where a resumed run would continue
+        centres: Centres | None = None
         try:
+            if self.options.adapt is not None:
+                centres = self._centres(scorer, progress)
+                summary.adapt = centres.summary()
             frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
-            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors)) as labelled:
+            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors, centres)) as labelled:
                 for out in labelled:
                     writer.write(out)
                     tally_labels(self.summary, out.get_column(self.options.label_col))
@@ -235,6 +252,7 @@ class FileRun:
                         progress_now = {
                             "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
                             "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
+                            "centres": centres.digest() if centres is not None else None,
                         }
                         try:
                             state.save(progress_now)
@@ -263,14 +281,17 @@ class FileRun:
                 raise WriteFailed(f"{failure}; nothing was published; make room and run the same command with "
                                   f"--resume to continue after row {saved_rows:,}") from failure
             writer.abort()
+            self._forget_centres()
             raise WriteFailed(f"{failure}; nothing was published") from failure
         except BaseException:
             writer.abort()
             if state is not None:
                 state.clear()
+            self._forget_centres()
             raise
         if state is not None:
             state.clear()
+        self._forget_centres()
         self._publish_rejects()
         summary.status = "partial" if summary.rejected else "ok"
         if self.target is not None:
@@ -282,6 +303,45 @@ class FileRun:
             except OSError:
                 pass  # the record only spares a later --resume the work; without it, that run refuses and says why
         return summary
+
+    def _centres_file(self) -> Path:
+        assert self.target is not None
+        return sidecar(self.target, "centres")
+
+    def _forget_centres(self) -> None:
+        """The run will not be resumed: its saved --adapt centres go."""
+        if self.target is not None:
+            self._centres_file().unlink(missing_ok=True)
+
+    def _centres(self, scorer: Scorer, progress: dict | None) -> Centres:
+        """--adapt: the centres of this input; a resumed run reads those its first part used, so
+        that its output is the uninterrupted run's, byte for byte."""
+        adapt = self.options.adapt
+        assert adapt is not None
+        if progress is not None and self.target is not None:
+            try:
+                centres = Centres.from_dict(json.loads(self._centres_file().read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError) as exc:
+                raise RosPromptError(f"{self.request.out}: the --adapt centres of the interrupted run are missing or "
+                                     f"unreadable; run without --resume to start over") from exc
+            if centres.digest() != progress.get("centres"):
+                raise RosPromptError(f"{self.request.out}: the --adapt centres saved do not match the interrupted "
+                                     f"run's; run without --resume to start over")
+            return centres
+
+        def rows() -> Iterator[tuple[list[str], list[str]]]:
+            for frame in self.source.iter_batches(self.request.chunk_rows):
+                valid, texts = texts_with_text(frame, self.options.text_col)
+                yield texts, adapt_groups(frame, valid, adapt)
+
+        centres = estimate_streaming(
+            rows, adapt, lambda texts: text_vectors_in_order(scorer, texts, self.options.batch_size).numpy())
+        if self.target is not None:
+            try:
+                write_json_atomically(self._centres_file(), centres.as_dict())
+            except OSError as exc:
+                raise write_failed(self._centres_file(), exc) from exc
+        return centres
 
     def _complete_already(self, counts: dict) -> RunSummary:
         """--resume found the output complete for this very run: nothing to do, nothing touched

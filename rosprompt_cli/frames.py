@@ -7,7 +7,7 @@ the Ray workers call directly. `OutputColumns` names the added columns, once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from rosprompt_cli.adapt import AdaptOptions, Centres
 from rosprompt_cli.batching import EncodedTexts
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
@@ -32,6 +33,7 @@ class LabelOptions:
     all_scores: bool = False
     label_col: str = "label"
     score_col: str = "score"
+    adapt: AdaptOptions | None = None  # centre the text vectors on the input (adapt.py)
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -96,15 +98,32 @@ class OutputColumns:
             )
 
 
+Centring = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (text vectors, their positions) -> centred
+
+
 def score_encoded(
-    scorer: Scorer, encoded: EncodedTexts, label_vectors: LabelVectors, batch_size: int | None = None
+    scorer: Scorer, encoded: EncodedTexts, label_vectors: LabelVectors, batch_size: int | None = None,
+    centre: Centring | None = None,
 ) -> torch.Tensor:
-    """Probabilities [N, L] in input order, from length-bucketed batches."""
+    """Probabilities [N, L] in input order, from length-bucketed batches; `centre`: --adapt."""
     probs = torch.empty(len(encoded), scorer.label_count(label_vectors))
     for positions, input_ids, attention_mask in encoded.batches(batch_size or scorer.default_batch_size):
-        logits = scorer.logits(scorer.batch_vectors(input_ids, attention_mask), label_vectors)
-        probs[positions] = torch.softmax(logits, dim=-1).float().cpu()
+        vectors = scorer.batch_vectors(input_ids, attention_mask)
+        if centre is not None:
+            vectors = centre(vectors, positions)
+        probs[positions] = torch.softmax(scorer.logits(vectors, label_vectors), dim=-1).float().cpu()
     return probs
+
+
+def text_vectors_in_order(scorer: Scorer, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+    """The scorer's text vectors [N, H] of `texts`, in input order, as float32 on the CPU."""
+    vectors = torch.empty(0, 0)
+    for positions, input_ids, attention_mask in scorer.encode(texts).batches(batch_size or scorer.default_batch_size):
+        batch = scorer.batch_vectors(input_ids, attention_mask).float().cpu()
+        if vectors.numel() == 0:
+            vectors = torch.empty(len(texts), batch.shape[1])
+        vectors[positions] = batch
+    return vectors
 
 
 def score_texts(
@@ -128,10 +147,23 @@ class PreparedFrame:
     encoded: EncodedTexts  # the valid rows' texts, in row order
 
 
-def prepare_frame(frame: pl.DataFrame, scorer: Scorer, text_col: str) -> PreparedFrame:
+def texts_with_text(frame: pl.DataFrame, text_col: str) -> tuple[np.ndarray, list[str]]:
+    """Which rows have non-blank text, and those texts."""
     text = frame.get_column(text_col).cast(pl.String, strict=False)
     valid = (text.str.strip_chars(PYTHON_WHITESPACE).fill_null("") != "").to_numpy()
-    texts = text.filter(pl.Series(valid)).to_list()
+    return valid, text.filter(pl.Series(valid)).to_list()
+
+
+def adapt_groups(frame: pl.DataFrame, valid: np.ndarray, adapt: AdaptOptions) -> list[str]:
+    """The --adapt group of each row with text."""
+    if adapt.by is None:
+        return [adapt.group_of(None)] * int(valid.sum())
+    values = frame.get_column(adapt.by).cast(pl.String, strict=False).filter(pl.Series(valid))
+    return [adapt.group_of(value) for value in values.to_list()]
+
+
+def prepare_frame(frame: pl.DataFrame, scorer: Scorer, text_col: str) -> PreparedFrame:
+    valid, texts = texts_with_text(frame, text_col)
     return PreparedFrame(frame, valid, scorer.encode(texts))
 
 
@@ -145,19 +177,31 @@ def _score_series(values: np.ndarray, valid: np.ndarray) -> pl.Series:
     return pl.Series(rounded, dtype=pl.Float64, nan_to_null=True)
 
 
+def _group_centring(centres: Centres, groups: list[str]) -> Centring:
+    """Centring for the rows with text of one frame, whose groups are `groups`."""
+    def centre(vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return centres.centre(vectors, [groups[i] for i in positions.tolist()])
+    return centre
+
+
 def label_prepared(
     prepared: PreparedFrame,
     scorer: Scorer,
     label_set: LabelSet,
     label_vectors: LabelVectors,
     options: LabelOptions,
+    centres: Centres | None = None,
 ) -> pl.DataFrame:
-    """The input frame, unchanged and in order, plus the prediction columns."""
+    """The input frame, unchanged and in order, plus the prediction columns. `centres`: with
+    options.adapt, the text vectors are centred on them."""
     frame, valid = prepared.frame, prepared.valid
     columns = OutputColumns(tuple(label_set.names), options)
     probs = np.zeros((frame.height, len(label_set)), dtype=np.float32)
+    centre = None
+    if centres is not None and options.adapt is not None:
+        centre = _group_centring(centres, adapt_groups(frame, valid, options.adapt))
     if len(prepared.encoded):
-        probs[valid] = score_encoded(scorer, prepared.encoded, label_vectors, options.batch_size).numpy()
+        probs[valid] = score_encoded(scorer, prepared.encoded, label_vectors, options.batch_size, centre).numpy()
     top_p, top_i = torch.from_numpy(probs).topk(columns.ranks, dim=-1)
     top_p, top_i = top_p.numpy(), top_i.numpy()
     names = pl.Series(label_set.names, dtype=pl.String)
@@ -186,12 +230,13 @@ def label_frames(
     label_set: LabelSet,
     options: LabelOptions,
     label_vectors: LabelVectors | None = None,
+    centres: Centres | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Label a stream of frames; the next frame is read and tokenised in a thread while this one
     is scored. Closing this generator stops that thread. `label_vectors`: the label set's, if
-    already computed."""
+    already computed; `centres`: the --adapt centres."""
     if label_vectors is None:
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
     with closing(prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames)) as chunks:
         for prepared in chunks:
-            yield label_prepared(prepared, scorer, label_set, label_vectors, options)
+            yield label_prepared(prepared, scorer, label_set, label_vectors, options, centres)

@@ -223,8 +223,9 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
         return
     where = "stdout" if done.output == "<stdout>" else done.output
     resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
+    adapted = f"; {done.adapt}" if done.adapt else ""
     info(on_event, f"{done.rows:,} rows -> {where} ({done.labelled:,} labelled, {done.empty_text:,} with empty text"
-                   f"{resumed}) in {done.seconds:.1f}s")
+                   f"{resumed}{adapted}) in {done.seconds:.1f}s")
     if done.rejected:
         warn(on_event, describe_rejects(run.sink, source, run.rejects_path))
 
@@ -274,6 +275,8 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError(f"--out-format {job.out_format}: --engine ray writes Parquet only")
     if job.on_error == "skip" or job.rejects:
         raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
+    if job.options.adapt is not None:
+        raise RosPromptError("--adapt is for --engine local: it reads each input twice more before labelling")
     if job.unclosed_quote != "fail":
         raise RosPromptError("--unclosed-quote reject-line is for --engine local; --engine ray stops at an unclosed quote")
     if job.resume:

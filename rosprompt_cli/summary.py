@@ -57,6 +57,7 @@ class RunSummary:
     label_counts: Counter = field(default_factory=Counter)
     model: dict = field(default_factory=dict)
     prompt: str | None = None
+    adapt: str | None = None  # --adapt: what the text vectors were centred on
     labels: list[str] = field(default_factory=list)
     error: str | None = None
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rosprompt_cli.adapt import AdaptOptions
 from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStarted
 from rosprompt_cli.spec import ScorerSpec
 from rosprompt_cli.verbalizers import MlmOverrides
@@ -157,6 +158,29 @@ WordPieces = Annotated[
         show_default=False,
     ),
 ]
+
+
+Adapt = Annotated[
+    bool,
+    typer.Option(
+        "--adapt",
+        help="Centre the text vectors on this input before scoring: subtract its mean text vector, estimated from a "
+        "bounded sample of its rows (embed verbalizer; SIB-200 dev: +1.4 points with the shipped prompt, +2.3 by "
+        "language). The input is read twice more.",
+    ),
+]
+AdaptBy = Annotated[
+    str | None,
+    typer.Option("--adapt-by", help="One mean per value of this column (e.g. the language column); implies --adapt. "
+                 "Default: one mean for the whole input.", show_default=False),
+]
+AdaptSample = Annotated[
+    int, typer.Option("--adapt-sample", help="Rows per group each mean is estimated from, evenly spread over the group.")
+]
+
+
+def adapt_options(adapt: bool, by: str | None, sample_rows: int) -> AdaptOptions | None:
+    return AdaptOptions(by=by, sample_rows=sample_rows) if adapt or by else None
 
 
 def mlm_overrides(template: str | None, neighbours: int | None, aggregate: str | None,

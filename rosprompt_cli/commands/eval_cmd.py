@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rosprompt_cli.adapt import SAMPLE_ROWS
 from rosprompt_cli.commands import common
 from rosprompt_cli.evaluation import EvalJob, run_eval
 from rosprompt_cli.labels import resolve_label_set
@@ -78,6 +79,9 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    adapt: common.Adapt = False,
+    adapt_by: common.AdaptBy = None,
+    adapt_sample: common.AdaptSample = SAMPLE_ROWS,
     fmt: common.Format = None,
     split: common.Split = None,
     model: common.Model = None,
@@ -102,6 +106,7 @@ def evaluate(
                                   device, dtype, quantize, max_length, runtime, threads),
         lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output, report=report,
         command=shlex.join(["rosprompt", *sys.argv[1:]]),
+        adapt=common.adapt_options(adapt, adapt_by, adapt_sample),
     )
     result = run_eval(job, common.Renderer())
     console = Console()

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from rosprompt_cli.adapt import SAMPLE_ROWS
 from rosprompt_cli.commands import common
 from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, STDOUT_REJECTS
@@ -42,6 +43,9 @@ def label(
     top_k: Annotated[int, typer.Option("--top-k", help="Also add label_2/score_2 … up to rank K.")] = 1,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Add a 'labels' column: every label scoring ≥ --threshold, joined by '|'.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are softmax probabilities).")] = 0.3,
+    adapt: common.Adapt = False,
+    adapt_by: common.AdaptBy = None,
+    adapt_sample: common.AdaptSample = SAMPLE_ROWS,
     out_label_col: Annotated[str, typer.Option("--out-label-col", help="Name of the added label column.")] = "label",
     out_score_col: Annotated[str, typer.Option("--out-score-col", help="Name of the added score column.")] = "score",
     on_error: Annotated[
@@ -146,7 +150,7 @@ def label(
                                       device, dtype, quantize, max_length, runtime, threads),
             options=LabelOptions(text_col=text_col, batch_size=batch_size, top_k=top_k, multi_label=multi_label,
                                  threshold=threshold, all_scores=all_scores, label_col=out_label_col,
-                                 score_col=out_score_col),
+                                 score_col=out_score_col, adapt=common.adapt_options(adapt, adapt_by, adapt_sample)),
             lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, unclosed_quote=unclosed_quote, rejects=rejects,
             resume=resume,
             force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
