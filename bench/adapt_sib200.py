@@ -78,7 +78,7 @@ def main() -> None:
         "# Corpus adaptation on all SIB-200 dev rows",
         "",
         f"`python bench/adapt_sib200.py --dtype {args.dtype}` at {commit}: 20,295 rows, 205 languages, 7 labels by "
-        "their English names; the shipped prompt is prompts/default.safetensors. Accuracy in %.",
+        "their English names (and the lexicon's without a prompt, the CLI default); the shipped prompt is prompts/default.safetensors. Accuracy in %.",
         "",
         "| setting | " + " | ".join(groups) + " |",
         "| --- |" + " ---: |" * len(groups),
