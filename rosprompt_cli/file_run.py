@@ -24,9 +24,9 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
 from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.formats import STDIO, format_from_path
-from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
 from rosprompt_cli.frames import (
     LabelOptions,
     OutputColumns,
@@ -268,6 +268,7 @@ class FileRun:
             summary.status = "interrupted"
             writer.suspend()
             if state is None or not state.path.exists():
+                self._forget_centres()  # nothing to resume: the next run starts afresh and estimates again
                 raise
             raise stop.with_message(
                 f"interrupted by {SIGNAL_NAMES.get(stop.signum, stop.signum)} after {summary.rows:,} of "
