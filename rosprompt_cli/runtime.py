@@ -264,15 +264,20 @@ def _quantize_int8(backbone: Backbone, float32_graph: Path, folder: Path) -> dic
     return {"max_abs_diff": diff, "float32_kept": len(excluded)}
 
 
-def _ensure(entry: CacheEntry, build: Callable[[Path], dict[str, Any]], backbone: Backbone) -> None:
-    """Build `entry` unless it is complete and loads; under a lock, in a temporary folder renamed
-    into place, so two processes never see half of one and build it once."""
-    if entry.meta() is not None and _loads(entry):
-        return
+def _ensure(entry: CacheEntry, build: Callable[[Path], dict[str, Any]], backbone: Backbone,
+            threads: int | None) -> Any:
+    """A session on `entry`'s graph, building the entry first unless it is complete and loads;
+    under a lock, in a temporary folder renamed into place, so two processes never see half of
+    one and build it once. The session that proves the entry loads is the one returned, so a
+    warm start loads the graph once."""
+    session = _valid_session(entry, threads)
+    if session is not None:
+        return session
     entry.folder.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(entry.folder.parent / f".{entry.folder.name}.lock"):
-        if entry.meta() is not None and _loads(entry):  # another process built it meanwhile
-            return
+        session = _valid_session(entry, threads)  # another process built it meanwhile
+        if session is not None:
+            return session
         tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=entry.folder.parent))
         try:
             meta = build(tmp)
@@ -283,14 +288,17 @@ def _ensure(entry: CacheEntry, build: Callable[[Path], dict[str, Any]], backbone
             os.replace(tmp, entry.folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return _session(entry.graph, threads)
 
 
-def _loads(entry: CacheEntry) -> bool:
+def _valid_session(entry: CacheEntry, threads: int | None) -> Any | None:
+    """A session on the entry's graph if the entry is complete, current and loads; else None."""
+    if entry.meta() is None:
+        return None
     try:
-        _session(entry.graph, 1)
+        return _session(entry.graph, threads)
     except Exception:  # noqa: BLE001 - any failure to load means: rebuild
-        return False
-    return True
+        return None
 
 
 def onnx_encoder(backbone: Backbone, threads: int | None = None, quantize: str = "none") -> OnnxEncoder:
@@ -298,11 +306,19 @@ def onnx_encoder(backbone: Backbone, threads: int | None = None, quantize: str =
     cache first if needed. Errors are one line: the exporter cannot trace the model, the cache
     cannot be written, or the graph disagrees with torch."""
     float32 = cache_entry(backbone, "float32")
-    chosen = cache_entry(backbone, "int8") if quantize == "int8" else float32
+
+    def export_float32(folder: Path) -> dict[str, Any]:
+        return _export_float32(backbone, folder)
+
+    def quantize_int8(folder: Path) -> dict[str, Any]:
+        _ensure(float32, export_float32, backbone, 1)  # the int8 graph is made from the float32 one
+        return _quantize_int8(backbone, float32.graph, folder)
+
     try:
-        _ensure(float32, lambda folder: _export_float32(backbone, folder), backbone)
-        if chosen is not float32:
-            _ensure(chosen, lambda folder: _quantize_int8(backbone, float32.graph, folder), backbone)
+        if quantize == "int8":
+            session = _ensure(cache_entry(backbone, "int8"), quantize_int8, backbone, threads)
+        else:
+            session = _ensure(float32, export_float32, backbone, threads)
     except OSError as exc:
         raise RosPromptError(
             f"cannot write the ONNX export under {float32.folder.parent}: {exc.strerror or exc}; set ROSPROMPT_HOME "
@@ -313,4 +329,4 @@ def onnx_encoder(backbone: Backbone, threads: int | None = None, quantize: str =
     except Exception as exc:  # noqa: BLE001 - the exporter cannot trace this model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RosPromptError(f"{backbone.name}: cannot export it to ONNX ({first}); use --runtime torch") from exc
-    return OnnxEncoder(_session(chosen.graph, threads), backbone.model)
+    return OnnxEncoder(session, backbone.model)
