@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,8 +58,9 @@ INTO_BBC = {"money": "business", "computers": "tech", "artificial intelligence":
             "music": "entertainment", "humour": "entertainment", "gossip": "entertainment"}
 
 
-def chatterbot(merge_into_bbc: bool) -> LabelledData:
-    """chatterbot-corpus: one text per conversation (its turns joined), labelled by its file's topic."""
+def chatterbot() -> LabelledData:
+    """chatterbot-corpus: one text per conversation (its turns joined), labelled by its file's topic,
+    merged into BBC's class where the two overlap."""
     import chatterbot_corpus
     import yaml
 
@@ -69,8 +70,7 @@ def chatterbot(merge_into_bbc: bool) -> LabelledData:
         topic = CHATTERBOT_TOPICS.get(path.stem)
         if topic is None:
             continue
-        if merge_into_bbc:
-            topic = INTO_BBC.get(topic, topic)
+        topic = INTO_BBC.get(topic, topic)
         loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         for turns in loaded.get("conversations") or []:
             text = " ".join(str(t).strip() for t in turns if t is not None)[:600]
@@ -89,7 +89,7 @@ def combine(*parts: LabelledData) -> LabelledData:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    data: str  # bbc8 | bbc64 | bbc-all | bbc-all+chat | bbc64+chat | chat
+    data: str  # bbc8 | bbc64 | bbc-all | bbc-all+chat (training_data)
     seeds: tuple[int, ...]
     config: TrainConfig
     average: bool = False  # one prompt: the mean of the seeds' prompt vectors
@@ -116,8 +116,7 @@ def training_data(kind: str, seed: int) -> tuple[LabelledData, LabelSet]:
         "bbc8": lambda: [bbc_news(8, seed)],
         "bbc64": lambda: [bbc_news(64, seed)],
         "bbc-all": lambda: [bbc_news(None, seed)],
-        "bbc-all+chat": lambda: [bbc_news(None, seed), chatterbot(merge_into_bbc=True)],
-        "chat": lambda: [chatterbot(merge_into_bbc=False)],
+        "bbc-all+chat": lambda: [bbc_news(None, seed), chatterbot()],
     }[kind]()
     data = combine(*parts) if len(parts) > 1 else parts[0]
     return data, LabelSet.from_names(sorted(set(data.labels)))
@@ -131,7 +130,7 @@ class Bench:
         table = load_language_table()
         self.sib = load_sib_dev(sorted(p.stem for p in (SIB / "dev").glob("*.tsv")), 0)
         self.eng14 = load_eng14()
-        self.news = news_multilingual()
+        self.news = news_multilingual(self.sib.labels)
         for evalset in (self.sib, self.eng14, self.news):
             evalset.prepare(self.backbone, BASE.prompt_length)
         self.in_xlmr = {code for code, row in table.items() if row.get("in_xlmr") == "yes"}
@@ -143,34 +142,22 @@ class Bench:
             return evalset.vectors(self.backbone, prompt)
 
     def evaluate(self, prompt: torch.Tensor | None) -> dict[str, float]:
-        """Accuracy in %: SIB-200 dev overall (mean over languages), in/not in XLM-R, centred per
-        language; eng_14; news_multilingual."""
+        """Accuracy in % over rows: SIB-200 dev overall and in/not in XLM-R's languages, plain
+        and centred per language; eng_14; news_multilingual."""
         out: dict[str, float] = {}
         vectors = self.vectors(self.sib, prompt)
-        per_lang = score(self.sib, self.scorer.logits(vectors, self.label_vectors["sib200"]))
-        out.update(self._sib_groups(per_lang, ""))
         centres = estimate_centres(self.sib.languages, AdaptOptions(by="lang"), lambda rows: vectors[rows].numpy())
-        centred = centres.centre(vectors, self.sib.languages)
-        out.update(self._sib_groups(score(self.sib, self.scorer.logits(centred, self.label_vectors["sib200"])), "adapt-by-lang "))
+        for prefix, sib_vectors in (("", vectors), ("adapt-by-lang ", centres.centre(vectors, self.sib.languages))):
+            per_lang = score(self.sib, self.scorer.logits(sib_vectors, self.label_vectors["sib200"]))
+            langs = sorted(per_lang)
+            groups = {"all": langs, "in XLM-R": [x for x in langs if x in self.in_xlmr],
+                      "not in XLM-R": [x for x in langs if x not in self.in_xlmr]}
+            for group, members in groups.items():
+                out[f"{prefix}SIB {group}"] = row_accuracy(self.sib, per_lang, members)
         for evalset in (self.eng14, self.news):
-            per = score(evalset, self.scorer.logits(self.vectors(evalset, prompt), self.label_vectors[evalset.name]))
-            n = len(evalset.texts)
-            counts = defaultdict(int)
-            for lang in evalset.languages:
-                counts[lang] += 1
-            out[evalset.name] = 100 * sum(per[lang]["accuracy"] * counts[lang] for lang in per) / n
+            per_lang = score(evalset, self.scorer.logits(self.vectors(evalset, prompt), self.label_vectors[evalset.name]))
+            out[evalset.name] = row_accuracy(evalset, per_lang, list(per_lang))
         return out
-
-    def _sib_groups(self, per_lang: dict, prefix: str) -> dict[str, float]:
-        langs = sorted(per_lang)
-        groups = {"all": langs, "in XLM-R": [x for x in langs if x in self.in_xlmr],
-                  "not in XLM-R": [x for x in langs if x not in self.in_xlmr]}
-        # every language has 99 dev rows but a few, so the mean over languages is weighted by rows
-        rows = defaultdict(int)
-        for lang in self.sib.languages:
-            rows[lang] += 1
-        return {f"{prefix}SIB {g}": 100 * sum(per_lang[x]["accuracy"] * rows[x] for x in m) / sum(rows[x] for x in m)
-                for g, m in groups.items()}
 
     def train(self, variant: Variant, seed: int) -> tuple[torch.Tensor, float]:
         data, labels = training_data(variant.data, seed)
@@ -180,12 +167,18 @@ class Bench:
         return prompt.vectors, time.perf_counter() - started
 
 
-def news_multilingual() -> EvalSet:
+def row_accuracy(evalset: EvalSet, per_lang: dict[str, dict[str, float]], langs: list[str]) -> float:
+    """Accuracy in % over the rows of `langs` (a few SIB-200 languages have fewer than 99 dev
+    rows, so this weights each language by its rows)."""
+    rows = Counter(evalset.languages)
+    return 100 * sum(per_lang[x]["accuracy"] * rows[x] for x in langs) / sum(rows[x] for x in langs)
+
+
+def news_multilingual(labels: LabelSet) -> EvalSet:
+    """samples/news_multilingual.csv, labelled with the SIB-200 label set."""
     import polars as pl
 
     frame = pl.read_csv(REPO / "samples" / "news_multilingual.csv")
-    labels = LabelSet.from_names(["science/technology", "travel", "politics", "sports", "health", "entertainment",
-                                  "geography"])
     return EvalSet("news_multilingual", labels, frame["text"].to_list(), frame["category"].to_list(),
                    frame["lang"].to_list())
 
