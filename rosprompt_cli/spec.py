@@ -8,6 +8,7 @@ depends on the scorer: the library and the CLI apply it the same way.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class ScorerSpec:
     local folder. prompt: a prompt file; None with use_prompt: the shipped default prompt when
     it matches the backbone. use_prompt=False: no prompt (plain zero-shot, or NPPrompt).
     runtime: where the encoder runs: auto (torch), torch or onnx (runtime.py).
-    threads: CPU threads of either runtime (None: their defaults, one per core).
+    threads: CPU threads of either runtime (None: OMP_NUM_THREADS when set, else one per core).
     """
 
     model: str | None = None
@@ -106,12 +107,20 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     return scorer
 
 
+def default_threads() -> int | None:
+    """The threads a run takes without --threads: OMP_NUM_THREADS when it holds a positive whole
+    number (torch already follows it; ONNX Runtime does not on its own), else None (one per core)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
     """Set the threads and move the encoder to `runtime` (onnx: the cached export, runtime.py)."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    threads = spec.threads or default_threads()
+    if threads:
+        torch.set_num_threads(threads)
     if runtime == "onnx":
-        backbone.model = onnx_encoder(backbone, spec.threads, spec.quantize)  # type: ignore[assignment]
+        backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]
         backbone.runtime = "onnx"
         if spec.quantize == "int8":
             backbone.precision = "int8"

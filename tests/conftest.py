@@ -19,11 +19,34 @@ requires_sib = pytest.mark.skipif(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n`, on by default in pyproject.toml), split the cores between the
+    workers: each worker's model runs, in process and in the CLI processes it starts, take their
+    share through OMP_NUM_THREADS (the CLI's --threads default), as a user splitting a machine
+    between runs would. Workers that each took every core would slow one another down severalfold."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first (the order is otherwise kept), so that no worker starts a
+    several-minute test when the others are done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def rosprompt_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache shared by the whole session (the bundled model is converted once), and by the
-    in-process library tests too."""
-    home = Path(os.environ.get("ROSPROMPT_TEST_HOME") or tmp_path_factory.mktemp("rosprompt-home"))
+    in-process library tests too; one for all xdist workers (the cache is safe for processes
+    that start at once)."""
+    if os.environ.get("ROSPROMPT_TEST_HOME"):
+        home = Path(os.environ["ROSPROMPT_TEST_HOME"])
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        home = tmp_path_factory.getbasetemp().parent / "rosprompt-home"
+        home.mkdir(exist_ok=True)
+    else:
+        home = tmp_path_factory.mktemp("rosprompt-home")
     os.environ["ROSPROMPT_HOME"] = str(home)
     return home
 

@@ -58,13 +58,11 @@ def _label(cli, *args: object, check: bool = True):
 def test_label_adapt_is_deterministic_and_changes_the_scores(cli, tmp_path):
     _label(cli, "--out", tmp_path / "plain.csv")
     first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json")
-    _label(cli, "--adapt-by", "lang", "--out", tmp_path / "b.csv")
-    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
     assert b"centred on 11 groups, from 315 sampled rows" in first.stderr
     assert json.loads((tmp_path / "run.json").read_text())["adapt"] == "centred on 11 groups, from 315 sampled rows"
     assert [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name] == [], "no centres file left behind"
-    # stdin is read from its spooled copy: the same output
+    # a second run, from stdin (read from its spooled copy): the same bytes
     piped = subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", "-", "--labels-file", str(LABELS_FILE),
                             "--adapt-by", "lang"], input=(SAMPLES / "news_multilingual.csv").read_bytes(),
                            capture_output=True, cwd=REPO, env=cli.env, check=True)

@@ -141,6 +141,28 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
     assert report["n"] == 99 and report["accuracy"] > 0.3
 
 
+def _ingredient_run():
+    """What every ingredient case trains on: 2 examples per class, the sample label file (several
+    names per label) and the lexicon's names by label language."""
+    from rosprompt_cli.examples import load_labelled
+    from rosprompt_cli.labels import load_label_file
+    from rosprompt_cli.lexicon import names_by_language
+
+    data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
+    labels = load_label_file(SAMPLES / "labels.yaml")
+    return data, labels, names_by_language(labels)
+
+
+@pytest.fixture(scope="module")
+def plain_prompt(backbone):
+    """The prompt without any ingredient, which every case must differ from: trained once."""
+    from rosprompt_cli.training import TrainConfig, train_prompt
+
+    data, labels, extra = _ingredient_run()
+    return train_prompt(backbone, data, labels, TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3),
+                        extra_names=extra)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -153,25 +175,19 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
         {"language_keep": 0.5, "smoothing": 0.1, "penalty": "kl", "penalty_weight": 1.0, "negatives": True},
     ],
 )
-def test_each_rosprompt_ingredient_trains_deterministically(backbone, options):
-    from rosprompt_cli.examples import load_labelled
-    from rosprompt_cli.labels import load_label_file
-    from rosprompt_cli.lexicon import names_by_language, open_world_negatives
+def test_each_rosprompt_ingredient_trains_deterministically(backbone, plain_prompt, options):
+    from rosprompt_cli.lexicon import open_world_negatives
     from rosprompt_cli.training import TrainConfig, train_prompt
 
     options = dict(options)
-    data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
-    labels = load_label_file(SAMPLES / "labels.yaml")  # several names per label
-    extra = names_by_language(labels)  # and the lexicon's names, by label language
+    data, labels, extra = _ingredient_run()
     negatives = open_world_negatives(labels) if options.pop("negatives", False) else None
-    base = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3)
-    plain = train_prompt(backbone, data, labels, base, extra_names=extra)
     config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3, **options)
     a = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
     b = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
     assert torch.equal(a.vectors, b.vectors)
     assert torch.isfinite(a.vectors).all()
-    assert not torch.equal(a.vectors, plain.vectors), "the ingredient changes training"
+    assert not torch.equal(a.vectors, plain_prompt.vectors), "the ingredient changes training"
     assert a.meta.hyperparameters | options == a.meta.hyperparameters, "recorded in the prompt file"
     assert a.meta.metrics["label_languages"] > 20
     if negatives:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 SHARED = REPO.parent / "shared"
@@ -34,6 +36,7 @@ def test_readme_bash_lines_are_found():
     assert not any("ray start" in line or "hf:" in line for line in lines), "templates belong in ```sh blocks"
 
 
+@pytest.mark.slow
 def test_readme_examples_run_as_written(cli, tmp_path):
     clone = tmp_path / "rosprompt"  # what a user has after the Quickstart: the clone, installed
     clone.mkdir()

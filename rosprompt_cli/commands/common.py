@@ -90,8 +90,8 @@ Runtime = Annotated[
 ]
 Threads = Annotated[
     int | None,
-    typer.Option("--threads", help="CPU threads for the model, on either runtime. Default: one per core.",
-                 show_default=False),
+    typer.Option("--threads", help="CPU threads for the model, on either runtime. Default: OMP_NUM_THREADS if set, "
+                                   "else one per core.", show_default=False),
 ]
 ScoreBatchSize = Annotated[
     int | None,
