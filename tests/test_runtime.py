@@ -184,3 +184,13 @@ def test_bfloat16_on_a_cpu_runs_where_the_cpu_has_it_and_is_refused_where_not(cl
     float32, _ = _label(cli, tmp_path, "float32")
     agree = sum(a == b for a, b in zip(float32["label"], pl.read_parquet(out)["label"])) / float32.height
     assert agree >= 0.9, agree
+
+
+@pytest.mark.parametrize("value, threads", [("3", 3), (" 2 ", 2), ("0", None), ("four", None), ("", None)])
+def test_threads_default_to_omp_num_threads_when_it_is_a_positive_number(monkeypatch, value, threads):
+    from rosprompt_cli.spec import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_threads() == threads
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() is None
