@@ -26,7 +26,8 @@ def pytest_configure(config: pytest.Config) -> None:
     between runs would. Workers that each took every core would slow one another down severalfold."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
