@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from prompt_search import VARIANTS, training_data  # noqa: E402
+from prompt_search import VARIANTS, train_variant, training_data  # noqa: E402
 
 from rosprompt_cli import load_backbone  # noqa: E402
-from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
-from rosprompt_cli.training import train_prompt  # noqa: E402
 
 
 def main() -> None:
@@ -41,15 +38,14 @@ def main() -> None:
     backbone = load_backbone(None, "cpu")
     trained: list[SoftPrompt] = []
     for seed in seeds:
-        data, labels = training_data(variant.data, seed)
-        trained.append(train_prompt(backbone, data, labels, replace(variant.config, seed=seed),
-                                    extra_names=names_by_language(labels)))
+        trained.append(train_variant(backbone, variant, seed))
         print(f"seed {seed}: {trained[-1].meta.metrics}", file=sys.stderr)
     prompt = trained[0]
     if len(trained) > 1:
         prompt = SoftPrompt(torch.stack([p.vectors for p in trained]).mean(0), prompt.meta)
     prompt.meta.hyperparameters["seed"] = ",".join(map(str, seeds))
-    prompt.meta.metrics["training_data"] = f"{variant.name} ({data.source}), seeds {','.join(map(str, seeds))}" + (
+    source = training_data(variant.data, seeds[0])[0].source
+    prompt.meta.metrics["training_data"] = f"{variant.name} ({source}), seeds {','.join(map(str, seeds))}" + (
         ", prompt vectors averaged" if len(trained) > 1 else "")
     prompt.save(args.out)
     print(f"saved {args.out}: {prompt.meta.metrics}", file=sys.stderr)

@@ -39,7 +39,7 @@ from rosprompt_cli.adapt import AdaptOptions, estimate_centres  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
 from rosprompt_cli.penalties import Step  # noqa: E402
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, _trim, fit, prepare, train_prompt  # noqa: E402
+from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, _trim, fit, package, prepare  # noqa: E402
 from rosprompt_cli.verbalizers import make_scorer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -218,16 +218,21 @@ class Bench:
         return out
 
     def train(self, variant: Variant, seed: int) -> tuple[torch.Tensor, float]:
-        data, labels = training_data(variant.data, seed)
-        config = replace(variant.config, seed=seed)
         started = time.perf_counter()
-        if not variant.align:
-            prompt = train_prompt(self.backbone, data, labels, config, extra_names=names_by_language(labels))
-            return prompt.vectors, time.perf_counter() - started
-        setup = prepare(self.backbone, data, labels, config, extra_names=names_by_language(labels))
+        return train_variant(self.backbone, variant, seed).vectors, time.perf_counter() - started
+
+
+def train_variant(backbone, variant: Variant, seed: int) -> SoftPrompt:
+    """One seed of `variant`: train_prompt's prepare, fit and package, with LanguageAlignment added
+    to the penalties where the variant has it."""
+    data, labels = training_data(variant.data, seed)
+    config = replace(variant.config, seed=seed)
+    started = time.perf_counter()
+    setup = prepare(backbone, data, labels, config, extra_names=names_by_language(labels))
+    if variant.align:
         # the training loop multiplies every penalty by config.penalty_weight (the KL's)
         setup.penalties.append(LanguageAlignment(setup.head, chatterbot_turns(), variant.align / config.penalty_weight, seed))
-        return fit(setup).vectors, time.perf_counter() - started
+    return package(backbone, setup, fit(setup), labels, time.perf_counter() - started)
 
 
 def row_accuracy(evalset: EvalSet, per_lang: dict[str, dict[str, float]], langs: list[str]) -> float:
