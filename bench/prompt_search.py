@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,26 +61,31 @@ INTO_BBC = {"money": "business", "computers": "tech", "artificial intelligence":
             "music": "entertainment", "humour": "entertainment", "gossip": "entertainment"}
 
 
-def chatterbot() -> LabelledData:
-    """chatterbot-corpus: one text per conversation (its turns joined), labelled by its file's topic,
-    merged into BBC's class where the two overlap."""
+def chatterbot_files(stems: set[str] | None = None) -> Iterator[tuple[str, str, list]]:
+    """(language folder, file stem, conversations) of each chatterbot-corpus file, in path order;
+    only the files named in `stems` when given. A conversation is its list of turns."""
     import chatterbot_corpus
     import yaml
 
     root = Path(chatterbot_corpus.__file__).parent / "data"
-    texts, labels, langs = [], [], []
     for path in sorted(root.glob("*/*.yml")):
-        topic = CHATTERBOT_TOPICS.get(path.stem)
-        if topic is None:
-            continue
-        topic = INTO_BBC.get(topic, topic)
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for turns in loaded.get("conversations") or []:
+        if stems is None or path.stem in stems:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            yield path.parent.name, path.stem, loaded.get("conversations") or []
+
+
+def chatterbot() -> LabelledData:
+    """chatterbot-corpus: one text per conversation (its turns joined), labelled by its file's topic,
+    merged into BBC's class where the two overlap."""
+    texts, labels, langs = [], [], []
+    for language, stem, conversations in chatterbot_files(set(CHATTERBOT_TOPICS)):
+        topic = INTO_BBC.get(CHATTERBOT_TOPICS[stem], CHATTERBOT_TOPICS[stem])
+        for turns in conversations:
             text = " ".join(str(t).strip() for t in turns if t is not None)[:600]
             if len(text) >= 12:
                 texts.append(text)
                 labels.append(topic)
-                langs.append(path.parent.name)
+                langs.append(language)
     return LabelledData(texts, labels, langs, "chatterbot-corpus")
 
 
@@ -87,17 +93,12 @@ def chatterbot_turns(cap: int = 200, min_texts: int = 30) -> dict[str, list[str]
     """chatterbot-corpus turns (at least 12 characters, cut at 300) by language folder, every
     file; up to `cap` per language, evenly spread; languages with fewer than `min_texts` left out.
     Unlabelled text for the language-alignment penalty: 25 languages, 3,840 turns."""
-    import chatterbot_corpus
-    import yaml
-
-    root = Path(chatterbot_corpus.__file__).parent / "data"
     by_language: dict[str, list[str]] = {}
-    for path in sorted(root.glob("*/*.yml")):
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for turns in loaded.get("conversations") or []:
+    for language, _, conversations in chatterbot_files():
+        for turns in conversations:
             for turn in turns:
                 if turn is not None and len(str(turn).strip()) >= 12:
-                    by_language.setdefault(path.parent.name, []).append(str(turn).strip()[:300])
+                    by_language.setdefault(language, []).append(str(turn).strip()[:300])
     return {lang: texts[:: max(1, len(texts) // cap)][:cap] for lang, texts in sorted(by_language.items())
             if len(texts) >= min_texts}
 
