@@ -1,81 +1,132 @@
 """SIB-200 dev accuracy (all 20,295 rows, 7 English label names, shipped prompt) of the encoder in
-float32 (torch), int8 on ONNX Runtime (every MatMul; or the feed-forward down-projections kept in
-float32, what --quantize int8 --runtime onnx does) and bfloat16 (weights, or autocast), for issue 17.
+float32 on torch and on ONNX Runtime (the fused graph `--runtime onnx` runs), int8 on ONNX Runtime
+(what `--runtime onnx --quantize int8` runs; or every MatMul and attention quantised, to show what
+keeping the feed-forward down-projections in float32 buys) and bfloat16 on torch (weights, or
+autocast), for issue 17.
 
-    python bench/precision_accuracy.py [variant,variant,...]
+    python bench/precision_accuracy.py [--variant NAME ...]
 
-Writes bench/results/precision_accuracy.json (accuracy, seconds, agreement with float32 in %,
-predictions kept in $WORK). Run alone: it takes ~20 minutes on 2 cores.
+Merges its rows into bench/results/precision_accuracy.json (accuracy, seconds, agreement with
+torch float32 in %, the commit and ONNX cache format of each row); predictions are kept in $WORK
+so that agreement can be computed across runs. Run alone: a row takes 3-6 minutes on 2 cores.
 """
-import os, sys, json, time, copy
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
-import torch, onnx, onnxruntime as ort
-from onnxruntime.quantization import quantize_dynamic, QuantType
+
 import polars as pl
+import torch
+
 from rosprompt_cli import LabelSet
-from rosprompt_cli.runtime import cache_entry, onnx_encoder, OnnxEncoder
-from rosprompt_cli.spec import ScorerSpec, build_scorer
 from rosprompt_cli.evaluation import predict
-torch.set_num_threads(2)
+from rosprompt_cli.runtime import FORMAT, OnnxEncoder, _session, cache_entry, onnx_encoder
+from rosprompt_cli.spec import ScorerSpec, build_scorer
+
+THREADS = 2
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200" / "dev"
 WORK = Path(os.environ.get("WORK", "/tmp/rosprompt-precision"))
-WORK.mkdir(parents=True, exist_ok=True)
 RESULT = REPO / "bench" / "results" / "precision_accuracy.json"
-scorer = build_scorer(ScorerSpec(runtime="torch"))
-bb = scorer.backbone
-torch_model = bb.model
-onnx_encoder(bb); graph = str(cache_entry(bb).graph)
-m = onnx.load(graph)
-mm = [n.name for n in m.graph.node if n.op_type == "MatMul"]
-down = [n for n in mm if "/output/dense/" in n and "attention" not in n]
-scores = [n for n in mm if n.endswith("/attention/self/MatMul") or n.endswith("/attention/self/MatMul_1")]
-print(len(scores), scores[:2])
-q = {"int8_all": [], "int8_keepdown": down, "int8_keepscores": scores, "int8_keepdown_scores": down + scores}
-for name, excl in q.items():
-    p = str(WORK / f"{name}.onnx")
-    if not os.path.exists(p):
-        quantize_dynamic(graph, p, per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=excl)
-def sess(p):
-    o = ort.SessionOptions(); o.intra_op_num_threads = 2; o.inter_op_num_threads = 1; o.log_severity_level = 3
-    return ort.InferenceSession(p, o, providers=["CPUExecutionProvider"])
-class Bf16:
-    def __init__(self, model, autocast):
+
+
+class Bf16Encoder:
+    """The torch encoder in bfloat16: weights cast (`autocast=False`) or float32 weights under
+    CPU autocast; hidden states returned in float32."""
+
+    def __init__(self, model: torch.nn.Module, autocast: bool) -> None:
         self.autocast = autocast
+        self.embeddings = model.get_input_embeddings()
         self.model = model if autocast else copy.deepcopy(model).to(torch.bfloat16)
         self.config = model.config
-    def get_input_embeddings(self): return torch_model.get_input_embeddings()
-    def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None):
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embeddings
+
+    def __call__(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> SimpleNamespace:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
             if inputs_embeds is None:
-                inputs_embeds = torch_model.get_input_embeddings()(input_ids)
-            if not self.autocast: inputs_embeds = inputs_embeds.to(torch.bfloat16)
-            h = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-        return SimpleNamespace(last_hidden_state=h.float())
-variants = {"torch_fp32": lambda: torch_model}
-for name in q: variants[name] = (lambda name=name: OnnxEncoder(sess(str(WORK / f"{name}.onnx")), torch_model))
-variants["bf16_weights"] = lambda: Bf16(torch_model, False)
-variants["bf16_autocast"] = lambda: Bf16(torch_model, True)
-only = sys.argv[1].split(",") if len(sys.argv) > 1 else list(variants)
-texts, gold, langs = [], [], []
-for path in sorted(SIB.glob("*.tsv")):
-    f = pl.read_csv(path, separator="\t", quote_char=None)
-    texts += f["text"].to_list(); gold += f["category"].to_list(); langs += [path.stem] * f.height
-labels = LabelSet.from_names(sorted(set(gold)))
-PREDS = WORK / "predictions.json"  # kept out of the repository
-out = json.load(open(PREDS)) if os.path.exists(PREDS) else {}
-for name in only:
-    bb.model = variants[name]()
-    t = time.perf_counter()
-    pred = predict(scorer, texts, labels, 8)
-    acc = 100 * sum(a == b for a, b in zip(pred, gold)) / len(gold)
-    out[name] = {"accuracy": acc, "seconds": time.perf_counter() - t, "pred": pred}
-    if "torch_fp32" in out:
-        agree = 100 * sum(a == b for a, b in zip(pred, out["torch_fp32"]["pred"])) / len(gold)
-        out[name]["agree"] = agree
-    print(name, round(acc, 2), round(out[name]["seconds"]), out[name].get("agree"), flush=True)
-    json.dump(out, open(PREDS, "w"))
-    json.dump({"command": "python bench/precision_accuracy.py " + " ".join(sys.argv[1:]), "rows": len(gold),
-               "variants": {k: {m: v for m, v in r.items() if m != "pred"} for k, r in out.items()}},
-              open(RESULT, "w"), indent=2)
+                inputs_embeds = self.embeddings(input_ids)
+            if not self.autocast:
+                inputs_embeds = inputs_embeds.to(torch.bfloat16)
+            hidden = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        return SimpleNamespace(last_hidden_state=hidden.float())
+
+
+def int8_every_matmul(backbone) -> OnnxEncoder:
+    """The fused float32 graph with every MatMul and attention quantised (no layer kept in float32)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import onnx
+
+    graph = WORK / f"int8_all_format{FORMAT}.onnx"
+    if not graph.exists():
+        quantize_dynamic(str(cache_entry(backbone).graph), str(graph), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return OnnxEncoder(_session(graph, THREADS), backbone.model)
+
+
+def sib_dev() -> tuple[list[str], list[str]]:
+    texts, gold = [], []
+    for path in sorted(SIB.glob("*.tsv")):
+        frame = pl.read_csv(path, separator="\t", quote_char=None)
+        texts += frame["text"].to_list()
+        gold += frame["category"].to_list()
+    return texts, gold
+
+
+def main() -> None:
+    torch.set_num_threads(THREADS)
+    scorer = build_scorer(ScorerSpec(runtime="torch", device="cpu"))
+    backbone = scorer.backbone
+    torch_model = backbone.model
+    onnx_encoder(backbone)  # the float32 graph exists before int8_every_matmul reads it
+    variants = {
+        "torch_fp32": lambda: torch_model,
+        "onnx_fp32": lambda: onnx_encoder(backbone, THREADS),
+        "onnx_int8": lambda: onnx_encoder(backbone, THREADS, quantize="int8"),
+        "onnx_int8_every_matmul": lambda: int8_every_matmul(backbone),
+        "bf16_weights": lambda: Bf16Encoder(torch_model, autocast=False),
+        "bf16_autocast": lambda: Bf16Encoder(torch_model, autocast=True),
+    }
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", action="append", choices=list(variants), help="repeatable; default: all")
+    only = parser.parse_args().variant or list(variants)
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    preds_path = WORK / "predictions.json"
+    preds = json.loads(preds_path.read_text()) if preds_path.exists() else {}
+    result = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    rows = result.setdefault("variants", {})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
+    texts, gold = sib_dev()
+    labels = LabelSet.from_names(sorted(set(gold)))
+    for name in only:
+        backbone.model = variants[name]()
+        started = time.perf_counter()
+        pred = predict(scorer, texts, labels, 8)
+        seconds = time.perf_counter() - started
+        backbone.model = torch_model
+        preds[name] = pred
+        row = {"accuracy": 100 * sum(a == b for a, b in zip(pred, gold)) / len(gold), "seconds": seconds,
+               "commit": commit, "onnx_cache_format": FORMAT if name.startswith("onnx") else None}
+        if "torch_fp32" in preds:
+            row["agree"] = 100 * sum(a == b for a, b in zip(pred, preds["torch_fp32"])) / len(gold)
+        rows[name] = row
+        print(name, round(row["accuracy"], 2), round(seconds), row.get("agree"), flush=True)
+        preds_path.write_text(json.dumps(preds))
+        result |= {"rows": len(gold), "threads": THREADS,
+                   "command": "python bench/precision_accuracy.py [--variant NAME ...]; each row names its commit"}
+        RESULT.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

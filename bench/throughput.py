@@ -82,6 +82,20 @@ def build_corpus(lines: int, seed: int = CORPUS_SEED) -> list[dict]:
     return rows
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its vector extensions that decide these speeds (they differ
+    between the machines the bench runs on)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    name = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
+    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}; {' '.join(wanted) or 'no AVX2'}"
+
+
 def write_jsonl(rows: list[dict], path: Path) -> Path:
     pl.DataFrame(rows).write_ndjson(path)
     return path
@@ -246,8 +260,8 @@ def section_int8(fp32: EmbeddingScorer, int8: EmbeddingScorer, corpus: Path, tex
 
 
 RUNTIME_SETTINGS = {  # name: (ScorerSpec overrides, with the shipped prompt)
-    "torch float32 (the default)": ({"runtime": "torch"}, True),
-    "onnx float32": ({"runtime": "onnx"}, True),
+    "torch float32 (--runtime torch)": ({"runtime": "torch"}, True),
+    "onnx float32 (the default on a CPU)": ({"runtime": "onnx"}, True),
     "onnx int8": ({"runtime": "onnx", "quantize": "int8"}, True),
     "torch int8": ({"runtime": "torch", "quantize": "int8"}, True),
     "torch bfloat16": ({"runtime": "torch", "dtype": "bfloat16"}, True),
@@ -279,14 +293,14 @@ def section_runtimes(corpus: Path, texts: list[str], tmp: Path, batch_size: int,
         label_run(scorers[name], corpus, tmp / "warm.parquet", label_names(7), batch_size)
     runs = {name: (lambda scorer=scorer: label_run(scorer, corpus, tmp / "rt.parquet", label_names(7), batch_size))
             for name, scorer in scorers.items()}
-    for name in ("onnx float32", "onnx float32, --no-prompt"):
+    for name in ("onnx float32 (the default on a CPU)", "onnx float32, --no-prompt"):
         batches = bare_batches(scorers[name], texts, batch_size, RunRequest(input="-").chunk_rows)
         runs[f"bare ONNX Runtime: {name}"] = lambda scorer=scorers[name], batches=batches: onnx_bare_forward(scorer, batches)
     times = time_settings(list(runs), lambda name: runs[name](), repeats)
-    base = min(times["torch float32 (the default)"])
+    base = min(times["torch float32 (--runtime torch)"])
     result = {name: {"seconds": min(t), "texts_per_s": len(texts) / min(t), "vs_torch_float32": base / min(t),
                      "runs_s": t} for name, t in times.items()}
-    for prompt in ("onnx float32", "onnx float32, --no-prompt"):
+    for prompt in ("onnx float32 (the default on a CPU)", "onnx float32, --no-prompt"):
         result[prompt]["vs_bare_onnx"] = min(times[f"bare ONNX Runtime: {prompt}"]) / min(times[prompt])
     for name, r in result.items():
         print(f"runtimes [{name}]: {r['texts_per_s']:.1f} texts/s, {r['vs_torch_float32']:.2f}x torch float32",
@@ -521,7 +535,7 @@ def main() -> None:
     }
     data: dict = previous | {
         "runs": previous.get("runs", []) + [run_info],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores ({cpu_model()}), {platform.system()}",
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
         "label_repeats": args.label_repeats,
         "corpus_lines": len(rows), "languages": len({r["lang"] for r in rows}),

@@ -35,11 +35,13 @@ class Backbone:
     # without one (sentence encoders such as the bundled e5).
     mlm_head: MaskedLmHead | None = None
     runtime: str = "torch"  # where `model` runs: torch, or onnx (runtime.OnnxEncoder)
+    runtime_note: str = ""  # why --runtime auto stayed on torch on a CPU, for status lines
 
     @property
     def execution(self) -> str:
         """Precision and runtime, for status lines: "float32", "float32 on ONNX Runtime"."""
-        return self.precision + (" on ONNX Runtime" if self.runtime == "onnx" else "")
+        note = f"; {self.runtime_note}" if self.runtime_note else ""
+        return self.precision + (" on ONNX Runtime" if self.runtime == "onnx" else "") + note
 
     @property
     def hidden_size(self) -> int:

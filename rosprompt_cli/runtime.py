@@ -7,6 +7,12 @@ MLM head and both verbalizers stay in torch and in this project's code; `OnnxEnc
 for the torch encoder (`backbone.model`) and nothing else changes. `--quantize int8` on ONNX
 Runtime is a second cache entry, quantised from the float32 graph (INT8_RECIPE says how).
 
+Speed: for BERT-like encoders (FUSED_MODEL_TYPES) the graph is exported with the plain ("eager")
+attention and then rewritten by ONNX Runtime's transformer optimizer into fused Attention,
+SkipLayerNormalization and BiasGelu nodes; the SDPA export hides the attention pattern, so
+nothing would be fused. The fused graph passes the same exactness check as the plain one, or the
+plain one is kept.
+
 Exactness first: at export the float32 graph is compared with torch on a few real batches (with
 and without a prompt), the largest difference of the hidden states is kept in the cache entry's
 metadata, and a graph beyond MAX_ABS_DIFF is refused. A cache entry is written in a temporary
@@ -41,14 +47,16 @@ from rosprompt_cli.paths import cache_home, exclusive_lock, sha256_file, write_j
 RUNTIMES = ("auto", "torch", "onnx")
 INSTALL_HINT = "--runtime onnx needs onnxruntime and onnx: pip install onnxruntime onnx"
 OPSET = 17
-FORMAT = 2  # of a cache entry; raise it when the export or the quantisation changes
+FORMAT = 3  # of a cache entry; raise it when the export or the quantisation changes
 MAX_ABS_DIFF = 1e-3  # largest hidden-state difference to torch a float32 graph may have
 GRAPH_FILE = "encoder.onnx"
 META_FILE = "meta.json"
 # Dynamic int8 (weights per output channel, activations per batch) on every MatMul with a weight,
 # except the feed-forward down-projections, whose GELU inputs have outliers a per-tensor
 # activation scale crushes (README "Speed": what each choice cost on SIB-200 dev).
-INT8_RECIPE = "per-channel, feed-forward down-projections in float32"
+INT8_RECIPE = "per-channel, feed-forward down-projections in float32, fused attention as QAttention"
+# model_type -> the transformer optimizer's model type whose fusions fit it
+FUSED_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
 # Texts for the export check, in several scripts and lengths (written for this project).
 CHECK_TEXTS = (
     "The council approved the new budget for schools and roads after a long debate.",
@@ -74,10 +82,11 @@ def onnx_available() -> bool:
 
 
 def resolve_runtime(requested: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The runtime a run uses. auto is torch for now: on our 2-core bench CPU, `label` on ONNX
-    Runtime float32 ran at 0.78x torch's speed on corpus lines of 1-6 sentences (0.98-1.07x on
-    single sentences), so it is offered, checked and exact, but not chosen by default
-    (bench/results/runtimes.md). onnx where it cannot run: refused."""
+    """The runtime a run asks for. auto: ONNX Runtime for float32 (or int8) on a CPU where
+    onnxruntime is installed, since its fused graph ran `label` at 1.5-1.9x torch's speed on our
+    bench CPU with the same labels and scores within 1e-4 (bench/results/runtimes.md); torch
+    elsewhere (a GPU, bfloat16/float16, no onnxruntime). build_scorer falls back to torch when
+    auto's export fails. onnx where it cannot run: refused."""
     check_runtime(requested)
     if requested == "onnx":
         if device.type != "cpu":
@@ -87,6 +96,8 @@ def resolve_runtime(requested: str, device: torch.device, dtype: torch.dtype) ->
                                  f"ONNX Runtime here runs float32 or --quantize int8")
         if not onnx_available():
             raise RosPromptError(INSTALL_HINT)
+        return "onnx"
+    if requested == "auto" and device.type == "cpu" and dtype == torch.float32 and onnx_available():
         return "onnx"
     return "torch"
 
@@ -205,27 +216,71 @@ def _max_abs_diff(backbone: Backbone, graph: Path) -> float:
     return worst
 
 
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """The model with its plain attention implementation for the time of the export (the one
+    whose graph the optimizer can fuse); restored afterwards, since torch runs faster on SDPA."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    setter = getattr(model, "set_attn_implementation", None)
+    if previous in (None, "eager") or setter is None:
+        yield
+        return
+    setter("eager")
+    try:
+        yield
+    finally:
+        setter(previous)
+
+
+def _fuse(graph: Path, fused: Path, config: Any) -> dict[str, int]:
+    """Write `graph` with ONNX Runtime's transformer fusions applied to `fused`; the fused
+    operators' counts ({} where this model type has no fusions, and nothing is written)."""
+    optimizer_type = FUSED_MODEL_TYPES.get(getattr(config, "model_type", ""))
+    if optimizer_type is None:
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet_root_logger():
+        model = optimize_model(str(graph), model_type=optimizer_type, num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=0)
+    counts = {op: n for op, n in model.get_fused_operator_statistics().items() if n}
+    if counts:
+        model.save_model_to_file(str(fused))
+    return counts
+
+
 def _export_float32(backbone: Backbone, folder: Path) -> dict[str, Any]:
-    """Export the encoder into `folder` and check it against torch."""
+    """Export the encoder into `folder`, fused where the model type allows, and check it
+    against torch."""
     embeds, mask = _check_batches(backbone)[0]
     axes = {0: "batch", 1: "tokens"}
-    with warnings.catch_warnings():
+    plain = folder / "plain.onnx"
+    with warnings.catch_warnings(), _eager_attention(backbone.model):
         # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
         # onnxscript; its warnings are for developers, not for users.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _EncoderFromEmbeddings(backbone.model).eval(), (embeds, mask), str(folder / GRAPH_FILE),
+            _EncoderFromEmbeddings(backbone.model).eval(), (embeds, mask), str(plain),
             input_names=["inputs_embeds", "attention_mask"], output_names=["last_hidden_state"],
             dynamic_axes={"inputs_embeds": axes, "attention_mask": axes, "last_hidden_state": axes},
             opset_version=OPSET, dynamo=False,
         )
-    diff = _max_abs_diff(backbone, folder / GRAPH_FILE)
+    diff = _max_abs_diff(backbone, plain)
     if not diff <= MAX_ABS_DIFF:
         raise RosPromptError(
             f"{backbone.name}: the ONNX export differs from torch by {diff:.2g} (over {MAX_ABS_DIFF:g}); "
             f"use --runtime torch"
         )
-    return {"max_abs_diff": diff}
+    fused = folder / "fused.onnx"
+    counts = _fuse(plain, fused, backbone.model.config)
+    fused_diff = _max_abs_diff(backbone, fused) if counts else float("inf")
+    if fused_diff <= MAX_ABS_DIFF:
+        os.replace(fused, folder / GRAPH_FILE)
+        plain.unlink()
+        return {"max_abs_diff": fused_diff, "fused": counts, "unfused_max_abs_diff": diff}
+    fused.unlink(missing_ok=True)
+    os.replace(plain, folder / GRAPH_FILE)
+    return {"max_abs_diff": diff, "fused": {}}
 
 
 def int8_excluded_nodes(graph: Path) -> list[str]:
@@ -252,12 +307,16 @@ def _quiet_root_logger() -> Iterator[None]:
 def _quantize_int8(backbone: Backbone, float32_graph: Path, folder: Path) -> dict[str, Any]:
     """Quantise the float32 graph into `folder` after INT8_RECIPE; its distance to torch is kept
     in the metadata (int8 is approximate by design; only non-finite output is refused)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = int8_excluded_nodes(float32_graph)
     with _quiet_root_logger():
+        # DefaultTensorType: the fused nodes are outside ONNX's shape inference, which then
+        # cannot type their outputs; they are float32.
         quantize_dynamic(str(float32_graph), str(folder / GRAPH_FILE), per_channel=True,
-                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded)
+                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
+                         nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     diff = _max_abs_diff(backbone, folder / GRAPH_FILE)
     if not np.isfinite(diff):
         raise RosPromptError(f"{backbone.name}: the int8 graph gives non-finite values; use --quantize none")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rosprompt_cli.backbone import Backbone, check_placement, load_backbone
+from rosprompt_cli.backbone import Backbone, check_placement, load_backbone, quantize_int8
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
@@ -30,7 +30,8 @@ class ScorerSpec:
     model: 'bundled' or None (the prompt's own backbone, else bundled), a Hugging Face id or a
     local folder. prompt: a prompt file; None with use_prompt: the shipped default prompt when
     it matches the backbone. use_prompt=False: no prompt (plain zero-shot, or NPPrompt).
-    runtime: where the encoder runs: auto (torch), torch or onnx (runtime.py).
+    runtime: where the encoder runs: auto (ONNX Runtime on a CPU, else torch), torch or onnx
+    (runtime.py).
     threads: CPU threads of either runtime (None: OMP_NUM_THREADS when set, else one per core).
     """
 
@@ -119,11 +120,22 @@ def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
     threads = spec.threads or default_threads()
     if threads:
         torch.set_num_threads(threads)
-    if runtime == "onnx":
+    if runtime != "onnx":
+        return
+    try:
         backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]
-        backbone.runtime = "onnx"
+    except RosPromptError as exc:
+        if spec.runtime != "auto":
+            raise
+        # auto on a model ONNX Runtime cannot take: the run goes on on torch and says why
+        backbone.runtime_note = f"on torch, ONNX Runtime failed: {exc}"
         if spec.quantize == "int8":
+            backbone.model = quantize_int8(backbone.model)
             backbone.precision = "int8"
+        return
+    backbone.runtime = "onnx"
+    if spec.quantize == "int8":
+        backbone.precision = "int8"
 
 
 def label_set_for(scorer: Scorer, label_set: LabelSet, lexicon: bool | None) -> tuple[LabelSet, str]:

@@ -40,9 +40,9 @@ def test_onnx_runtime_gives_torch_labels_and_scores_with_the_bundled_model(cli, 
     onnx_out, status = _label(cli, tmp_path, "onnx", "--runtime", "onnx", *prompt_args)
     assert "float32 on ONNX Runtime" in status
     _assert_same_labels_and_scores(torch_out, onnx_out)
-    auto_out, status = _label(cli, tmp_path, "auto", *prompt_args)  # auto is torch (slower on ONNX Runtime here)
-    assert "ONNX Runtime" not in status
-    assert auto_out.equals(torch_out)
+    auto_out, status = _label(cli, tmp_path, "auto", *prompt_args)  # auto is ONNX Runtime on a CPU
+    assert "float32 on ONNX Runtime" in status
+    assert auto_out.equals(onnx_out)
 
 
 def test_onnx_runtime_gives_torch_labels_and_scores_with_a_masked_lm(cli, tiny_mlm_dir, tmp_path):
@@ -54,6 +54,23 @@ def test_onnx_runtime_gives_torch_labels_and_scores_with_a_masked_lm(cli, tiny_m
         onnx_out, status = _label(cli, tmp_path, f"onnx-{name}", "--runtime", "onnx", *args)
         assert "on ONNX Runtime" in status
         _assert_same_labels_and_scores(torch_out, onnx_out)
+
+
+def test_auto_goes_on_on_torch_where_onnx_runtime_cannot_be_used_and_says_why(cli, tiny_mlm_dir, tmp_path):
+    # a cache folder that cannot be made (under a file, which stops root too): the export fails
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    env = {"ROSPROMPT_HOME": str(not_a_folder / "home")}
+    args = ["label", SAMPLES / "news_multilingual.jsonl", "--labels", SIB_LABELS, "--model", tiny_mlm_dir,
+            "--no-prompt", "--all-scores"]
+    auto = cli(*args, "--out", tmp_path / "auto.parquet", env=env)
+    assert "on torch, ONNX Runtime failed: cannot write the ONNX export" in auto.stderr.decode()
+    cli(*args, "--runtime", "torch", "--out", tmp_path / "torch.parquet", env=env)
+    assert pl.read_parquet(tmp_path / "auto.parquet").equals(pl.read_parquet(tmp_path / "torch.parquet"))
+    asked = cli(*args, "--runtime", "onnx", "--out", tmp_path / "onnx.parquet", env=env, check=False)
+    err = asked.stderr.decode()
+    assert asked.returncode == 1 and "cannot write the ONNX export" in err and "Traceback" not in err
+    assert not (tmp_path / "onnx.parquet").exists()
 
 
 def _build_in_subprocess(model_dir: Path, home: Path) -> subprocess.Popen:
@@ -125,6 +142,43 @@ def test_a_corrupt_or_stale_cached_graph_is_rebuilt_not_used(tiny_backbone, dama
     rebuilt = onnx_encoder(tiny_backbone)
     assert entry.meta() is not None and entry.graph.read_bytes() == graph
     assert _hidden(rebuilt, tiny_backbone) == pytest.approx(expected, abs=1e-6)
+
+
+def _op_counts(graph: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(graph), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_an_xlm_roberta_graph_is_fused_and_torch_keeps_its_own_attention(tiny_backbone):
+    from rosprompt_cli.runtime import cache_entry, onnx_encoder
+
+    attention_before = tiny_backbone.model.config._attn_implementation
+    expected = _hidden(tiny_backbone.model, tiny_backbone)
+    encoder = onnx_encoder(tiny_backbone)
+    layers = tiny_backbone.model.config.num_hidden_layers
+    entry = cache_entry(tiny_backbone)
+    ops = _op_counts(entry.graph)
+    assert ops.get("Attention") == layers and ops.get("SkipLayerNormalization") == 2 * layers
+    assert entry.meta()["fused"]["Attention"] == layers
+    assert _hidden(encoder, tiny_backbone) == pytest.approx(expected, abs=1e-5)
+    # the export switched torch to eager attention for a moment; torch runs on its own again
+    assert tiny_backbone.model.config._attn_implementation == attention_before
+
+
+def test_a_model_type_without_fusions_is_exported_plain_and_still_exact(tiny_backbone, monkeypatch):
+    from rosprompt_cli import runtime
+
+    monkeypatch.setattr(runtime, "FUSED_MODEL_TYPES", {})
+    expected = _hidden(tiny_backbone.model, tiny_backbone)
+    encoder = runtime.onnx_encoder(tiny_backbone)
+    entry = runtime.cache_entry(tiny_backbone)
+    assert "Attention" not in _op_counts(entry.graph) and entry.meta()["fused"] == {}
+    assert _hidden(encoder, tiny_backbone) == pytest.approx(expected, abs=1e-5)
+    assert sorted(p.name for p in entry.folder.iterdir()) == ["encoder.onnx", "meta.json"]
 
 
 def test_runtime_onnx_without_onnxruntime_says_how_to_install_it(cli, tiny_mlm_dir, tmp_path):

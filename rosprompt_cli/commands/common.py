@@ -66,26 +66,26 @@ Dtype = Annotated[
     typer.Option(
         "--dtype",
         help="Model precision: auto (float32 on CPU; bfloat16 on a CUDA device that has it, else float16), "
-        "float32, float16 (CUDA) or bfloat16 (CUDA, or a CPU with native bfloat16: there 2.5x faster than "
-        "float32 at no measured loss on SIB-200 dev, see the README).",
+        "float32, float16 (CUDA) or bfloat16 (CUDA, or a CPU with native bfloat16, on torch: there 2.5-2.8x "
+        "faster than torch float32 at no measured loss on SIB-200 dev, see the README).",
     ),
 ]
 Quantize = Annotated[
     str,
     typer.Option(
         "--quantize",
-        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; torch: 1.45x faster than "
-        "float32, 0.85 points less accurate on SIB-200 dev; --runtime onnx: 0.43 points, 1.02x; see the "
-        "README); none: as loaded.",
+        help="int8: dynamic int8 quantisation of the model's linear layers (CPU only; on ONNX Runtime, the "
+        "default there, 1.5x faster than float32 and 0.44 points less accurate on SIB-200 dev; --runtime torch: "
+        "0.85 points; see the README); none: as loaded.",
     ),
 ]
 Runtime = Annotated[
     str,
     typer.Option(
         "--runtime",
-        help="Where the encoder runs: auto (torch), torch, or onnx (ONNX Runtime, CPU, float32 or --quantize "
-        "int8: torch's scores within 1e-4, but slower than torch on long texts on our bench CPU, see the README; "
-        "the model is exported into the cache on first use).",
+        help="Where the encoder runs: auto (onnx on a CPU when onnxruntime is installed and the model exports, "
+        "else torch), torch, or onnx (ONNX Runtime, CPU, float32 or --quantize int8: torch's scores within 1e-4, "
+        "1.7x torch's speed on our bench CPU, see the README; the model is exported into the cache on first use).",
     ),
 ]
 Threads = Annotated[
