@@ -376,7 +376,7 @@ def peak_rss_mib(command: list[str]) -> float:
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
 
-def section_memory(corpus_rows: list[dict], tmp: Path, sizes: list[int], max_length: int) -> dict:
+def section_memory(corpus_rows: list[dict], tmp: Path, sizes: list[int], max_length: int, runtime: str) -> dict:
     """The CLI with --no-prompt and a short --max-length, so that 200k rows take minutes: what could
     grow with the row count (input check, chunks, writer, summary) is the same code either way."""
     result = {}
@@ -385,7 +385,7 @@ def section_memory(corpus_rows: list[dict], tmp: Path, sizes: list[int], max_len
         path = write_jsonl(rows, tmp / f"memory_{size}.jsonl")
         command = [sys.executable, "-m", "rosprompt_cli", "label", str(path), "--labels", ",".join(label_names(7)),
                    "--out", str(tmp / f"memory_{size}.parquet"), "--force", "--max-length", str(max_length),
-                   "--no-prompt", "--no-lexicon"]
+                   "--no-prompt", "--no-lexicon", "--runtime", runtime]
         started = time.perf_counter()
         rss = peak_rss_mib(command)
         seconds = time.perf_counter() - started
@@ -422,7 +422,8 @@ def write_report(out: Path, data: dict) -> None:
         f"Commands: {runs}. Machine: {data['machine']}; torch "
         f"{data['torch']} with {data['torch_threads']} threads. Corpus: {data['corpus_lines']:,} lines "
         f"({data['corpus_tokens']:,} tokens, {data['languages']} languages; 1-6 SIB-200 dev sentences per line "
-        f"plus the samples). Batch size {data['batch_size']}. Times are the best of {data['repeats']} interleaved "
+        f"plus the samples). Runtime of every section but runtimes: {data.get('runtime', 'torch')}. "
+        f"Batch size {data['batch_size']}. Times are the best of {data['repeats']} interleaved "
         f"runs (labels: {data['label_repeats']}); every ratio compares runs of this same process.",
         "",
     ]
@@ -488,7 +489,7 @@ def write_report(out: Path, data: dict) -> None:
         sizes = [k for k in m if k.isdigit()]
         lines += ["## Peak resident memory of the CLI (target: within 15%)", "",
                   f"`rosprompt label FILE.jsonl --labels <7 labels> --out FILE.parquet --max-length "
-                  f"{m['max_length']} --no-prompt --no-lexicon` in a subprocess, on the corpus lines repeated "
+                  f"{m['max_length']} --no-prompt --no-lexicon --runtime {data.get('runtime', 'torch')}` in a subprocess, on the corpus lines repeated "
                   f"(the short --max-length keeps the 200k run to minutes; it does not change what could grow "
                   f"with the row count).", "",
                   "| lines | peak RSS MiB | seconds |", "| ---: | ---: | ---: |"]
@@ -512,6 +513,8 @@ def main() -> None:
     parser.add_argument("--label-counts", default="2,10,50,200")
     parser.add_argument("--memory-lines", default="10000,200000")
     parser.add_argument("--memory-max-length", type=int, default=16)
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                        help="runtime of every section but runtimes (torch: as these sections were first measured)")
     parser.add_argument("--pipeline-plan", default="2:100,10:40,50:10,200:3", help="labels:texts,...")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 SIB-200 dev accuracy")
     parser.add_argument("--profile", action="store_true")
@@ -543,7 +546,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rosprompt-bench-") as tmp_name:
         tmp = Path(tmp_name)
         corpus = write_jsonl(rows, tmp / "corpus.jsonl")
-        prompted = build_scorer(ScorerSpec(device="cpu", runtime="torch"))  # the sections before issue 17
+        prompted = build_scorer(ScorerSpec(device="cpu", runtime=args.runtime))
+        data["runtime"] = args.runtime
         batch_size = data["batch_size"] = args.batch_size or prompted.default_batch_size
         data["corpus_tokens"] = prompted.encode(texts).tokens
         plain = EmbeddingScorer(prompted.backbone, None)
@@ -580,7 +584,7 @@ def main() -> None:
             write_report(out, data)  # after every section: a later failure keeps it
         if "memory" in sections:
             sizes = [int(s) for s in args.memory_lines.split(",")]
-            data["memory"] = section_memory(rows, tmp, sizes, args.memory_max_length)
+            data["memory"] = section_memory(rows, tmp, sizes, args.memory_max_length, args.runtime)
             write_report(out, data)  # after every section: a later failure keeps it
     data["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     write_report(out, data)

@@ -160,12 +160,14 @@ def test_batch_size_chunking_and_input_order_never_change_a_rows_label(backbone,
     assert [expected[i] for i in shuffled["id"].to_list()] == shuffled["label"].to_list()
 
 
-def test_quantize_int8_labels_through_the_cli(cli, tmp_path):
+@pytest.mark.parametrize(("runtime", "status"), [([], "(int8 on ONNX Runtime)"), (["--runtime", "torch"], "(int8)")],
+                         ids=["auto", "torch"])
+def test_quantize_int8_labels_through_the_cli(cli, tmp_path, runtime, status):
     out32, out8 = tmp_path / "fp32.csv", tmp_path / "int8.csv"
     sample = SAMPLES / "news_multilingual.csv"
     cli("label", sample, "--labels", SIB_LABELS, "--out", out32)
-    done = cli("label", sample, "--labels", SIB_LABELS, "--out", out8, "--quantize", "int8")
-    assert "(int8)" in done.stderr.decode()
+    done = cli("label", sample, "--labels", SIB_LABELS, "--out", out8, "--quantize", "int8", *runtime)
+    assert status in done.stderr.decode()
     fp32, int8 = pl.read_csv(out32), pl.read_csv(out8)
     assert int8["id"].to_list() == fp32["id"].to_list()
     agree = (int8["label"] == fp32["label"]).mean()

@@ -169,10 +169,19 @@ def test_an_xlm_roberta_graph_is_fused_and_torch_keeps_its_own_attention(tiny_ba
     assert tiny_backbone.model.config._attn_implementation == attention_before
 
 
-def test_a_model_type_without_fusions_is_exported_plain_and_still_exact(tiny_backbone, monkeypatch):
+@pytest.mark.parametrize("why", ["no fusions for this model type", "the optimizer fails"])
+def test_a_graph_that_cannot_be_fused_is_exported_plain_and_still_exact(tiny_backbone, monkeypatch, why):
+    from onnxruntime.transformers import optimizer
+
     from rosprompt_cli import runtime
 
-    monkeypatch.setattr(runtime, "FUSED_MODEL_TYPES", {})
+    if why == "no fusions for this model type":
+        monkeypatch.setattr(runtime, "FUSED_MODEL_TYPES", {})
+    else:
+        def broken(*args, **kwargs):
+            raise RuntimeError("an optimizer bug")
+
+        monkeypatch.setattr(optimizer, "optimize_model", broken)
     expected = _hidden(tiny_backbone.model, tiny_backbone)
     encoder = runtime.onnx_encoder(tiny_backbone)
     entry = runtime.cache_entry(tiny_backbone)
