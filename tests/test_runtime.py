@@ -67,6 +67,9 @@ def test_auto_goes_on_on_torch_where_onnx_runtime_cannot_be_used_and_says_why(cl
     assert "on torch, ONNX Runtime failed: cannot write the ONNX export" in auto.stderr.decode()
     cli(*args, "--runtime", "torch", "--out", tmp_path / "torch.parquet", env=env)
     assert pl.read_parquet(tmp_path / "auto.parquet").equals(pl.read_parquet(tmp_path / "torch.parquet"))
+    int8 = cli(*args, "--quantize", "int8", "--out", tmp_path / "int8.parquet", env=env)  # int8 made by torch
+    assert "(int8; on torch, ONNX Runtime failed: cannot write the ONNX export" in int8.stderr.decode()
+    assert pl.read_parquet(tmp_path / "int8.parquet").height == 315
     asked = cli(*args, "--runtime", "onnx", "--out", tmp_path / "onnx.parquet", env=env, check=False)
     err = asked.stderr.decode()
     assert asked.returncode == 1 and "cannot write the ONNX export" in err and "Traceback" not in err
