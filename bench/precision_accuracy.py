@@ -70,7 +70,7 @@ def int8_every_matmul(backbone) -> OnnxEncoder:
         quantize_dynamic(str(cache_entry(backbone).graph), str(graph), per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Attention"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return OnnxEncoder(_session(graph, THREADS), backbone.model)
+    return OnnxEncoder(_session(graph, THREADS), backbone.config, backbone.embedding_table())
 
 
 def sib_dev() -> tuple[list[str], list[str]]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,12 +23,17 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 @dataclass
 class Backbone:
-    """A frozen encoder with its tokenizer and the identity a prompt file records."""
+    """A frozen encoder with its tokenizer and the identity a prompt file records.
+
+    The torch encoder (`model`) is loaded on first use: a run on a cached ONNX graph needs only
+    the config, the tokenizer and the embedding table (`embedding_table`), and importing the
+    model code of transformers alone takes about 2 s of a start.
+    """
 
     name: str
     source: str  # as given to --model
     content_hash: str
-    model: torch.nn.Module
+    config: Any  # the transformers config
     tokenizer: object
     device: torch.device
     # Text put before every input ("query: " for the e5 family, which was trained with it).
@@ -36,6 +44,26 @@ class Backbone:
     mlm_head: MaskedLmHead | None = None
     runtime: str = "torch"  # where `model` runs: torch, or onnx (runtime.OnnxEncoder)
     runtime_note: str = ""  # why --runtime auto stayed on torch on a CPU, for status lines
+    load_encoder: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
+    folder: Path | None = field(default=None, repr=False)  # the local model folder, if any
+    _model: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The encoder, loaded now if it was not yet."""
+        if self._model is None:
+            if self.load_encoder is None:
+                raise RuntimeError("Backbone has neither an encoder nor a way to load one")
+            self._model = self.load_encoder()
+        return self._model
+
+    @model.setter
+    def model(self, value: torch.nn.Module) -> None:
+        self._model = value
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
 
     @property
     def execution(self) -> str:
@@ -45,17 +73,54 @@ class Backbone:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.config.hidden_size)
 
     @property
     def max_length(self) -> int:
-        limit = getattr(self.model.config, "max_position_embeddings", 512)
+        limit = getattr(self.config, "max_position_embeddings", 512)
         tok_limit = getattr(self.tokenizer, "model_max_length", limit) or limit
         return int(min(limit, tok_limit if tok_limit < 1_000_000 else limit))
 
     @property
     def word_embeddings(self) -> torch.nn.Embedding:
         return self.model.get_input_embeddings()
+
+    def embedding_table(self) -> torch.nn.Embedding:
+        """The input embeddings, read alone from the folder's safetensors file when the encoder
+        is not loaded and runs in float32 on a CPU (all a cached ONNX graph needs of it); else the
+        encoder's own."""
+        readable = self.folder is not None and getattr(self.config, "model_type", None) in _PLAIN_EMBEDDING_TYPES
+        if self._model is None and readable and self.device.type == "cpu" and self.precision == "float32":
+            table = _read_word_embeddings(self.folder, int(getattr(self.config, "vocab_size", -1)))
+            if table is not None:
+                return table
+        return self.word_embeddings
+
+
+# The input embedding matrix of BERT-like encoders, under the model's prefix when it has one,
+# and the model types whose input embedding is that matrix as it is (no scaling in the lookup).
+_WORD_EMBEDDINGS_KEY = "embeddings.word_embeddings.weight"
+_PLAIN_EMBEDDING_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra")
+
+
+def _read_word_embeddings(folder: Path, vocab_size: int) -> torch.nn.Embedding | None:
+    """The one tensor named like a BERT-like word embedding matrix in the folder's single
+    safetensors file, as a frozen float32 embedding; None where that is not certain (no or
+    several safetensors files, no or several such tensors, or a row count other than the
+    config's vocabulary size), so the caller loads the encoder instead."""
+    from safetensors import safe_open
+
+    files = list(folder.glob("*.safetensors"))
+    if len(files) != 1:
+        return None
+    with safe_open(str(files[0]), framework="pt") as weights:
+        keys = [k for k in weights.keys() if k == _WORD_EMBEDDINGS_KEY or k.endswith("." + _WORD_EMBEDDINGS_KEY)]
+        if len(keys) != 1:
+            return None
+        matrix = weights.get_tensor(keys[0])
+    if matrix.ndim != 2 or matrix.shape[0] != vocab_size:
+        return None
+    return torch.nn.Embedding.from_pretrained(matrix.float(), freeze=True)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -261,14 +326,34 @@ def _split_masked_lm(model: torch.nn.Module, source: str) -> tuple[torch.nn.Modu
     return getattr(model, prefix), MaskedLmHead(heads[0], decoder)
 
 
+@contextmanager
+def _load_errors(source: str, local_dir: Path | None) -> Iterator[None]:
+    """Loading failures as one line naming --model."""
+    try:
+        yield
+    except RosPromptError:
+        raise
+    except OSError as exc:
+        hint = (
+            "it is neither a local model folder nor reachable on the Hugging Face hub"
+            if local_dir is None
+            else "the folder is incomplete"
+        )
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
+
+
 def load_backbone(
     model: str | None = None, device: str = "auto", dtype: str = "auto", quantize: str = "none"
 ) -> Backbone:
     """Load `model` (None or 'bundled' for the default; a HF id; a local folder), frozen, in
-    `dtype` (see resolve_dtype), optionally with int8 linear layers (`quantize`, CPU only)."""
+    `dtype` (see resolve_dtype), optionally with int8 linear layers (`quantize`, CPU only).
+
+    The config and tokenizer are loaded now; the encoder of a model without a masked-LM head on
+    first use of `Backbone.model` (a masked LM is split into encoder and head now)."""
     dev, torch_dtype = check_placement(device, dtype, quantize)
     _quiet_transformers()
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+    from transformers import AutoConfig
 
     source = model or DEFAULT_MODEL
     if source in BUNDLED_ALIASES:
@@ -281,41 +366,40 @@ def load_backbone(
         local_dir = None
     path_or_id = str(local_dir) if local_dir is not None else source
     local_only = local_dir is not None
-    try:
+    with _load_errors(source, local_dir):
         config = AutoConfig.from_pretrained(path_or_id, local_files_only=local_only)
         tokenizer = load_tokenizer(path_or_id, local_only)
-        head = None
-        if has_mlm_head(config):
-            masked_lm = AutoModelForMaskedLM.from_pretrained(path_or_id, config=config, local_files_only=local_only)
-            encoder, head = _split_masked_lm(masked_lm, source)
-        else:
-            kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
-            encoder = AutoModel.from_pretrained(path_or_id, config=config, local_files_only=local_only, **kwargs)
-    except RosPromptError:
-        raise
-    except OSError as exc:
-        hint = (
-            "it is neither a local model folder nor reachable on the Hugging Face hub"
-            if local_dir is None
-            else "the folder is incomplete"
-        )
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RosPromptError(f"--model {source}: cannot load it, {hint} ({first_line})") from exc
     name, content_hash = _identity(source, local_dir, config)
-    encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
-    if head is not None:  # never quantised: it reads only one position per text
-        head.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
-    precision = str(torch_dtype).removeprefix("torch.")
-    if quantize == "int8":
-        encoder, precision = quantize_int8(encoder), "int8"
-    return Backbone(
+
+    def load_encoder() -> torch.nn.Module:
+        from transformers import AutoModel
+
+        kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+        with _load_errors(source, local_dir):
+            encoder = AutoModel.from_pretrained(path_or_id, config=config, local_files_only=local_only, **kwargs)
+        encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
+        return quantize_int8(encoder) if quantize == "int8" else encoder
+
+    backbone = Backbone(
         name=name,
         source=source,
         content_hash=content_hash,
-        model=encoder,
+        config=config,
         tokenizer=tokenizer,
         device=dev,
         text_prefix=_default_prefix(name),
-        precision=precision,
-        mlm_head=head,
+        precision="int8" if quantize == "int8" else str(torch_dtype).removeprefix("torch."),
+        load_encoder=load_encoder,
+        folder=local_dir,
     )
+    if has_mlm_head(config):
+        from transformers import AutoModelForMaskedLM
+
+        with _load_errors(source, local_dir):
+            masked_lm = AutoModelForMaskedLM.from_pretrained(path_or_id, config=config, local_files_only=local_only)
+        encoder, head = _split_masked_lm(masked_lm, source)
+        encoder.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
+        # the head is never quantised: it reads only one position per text
+        backbone.mlm_head = head.eval().requires_grad_(False).to(dev, dtype=torch_dtype)
+        backbone.model = quantize_int8(encoder) if quantize == "int8" else encoder
+    return backbone

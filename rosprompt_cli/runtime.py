@@ -107,10 +107,10 @@ class OnnxEncoder:
     attention_mask) -> .last_hidden_state`, as torch tensors. Input ids are embedded with the
     torch embedding matrix first, as the prompt path always does."""
 
-    def __init__(self, session: Any, torch_model: torch.nn.Module) -> None:
+    def __init__(self, session: Any, config: Any, embeddings: torch.nn.Module) -> None:
         self.session = session
-        self.config = torch_model.config
-        self._embeddings = torch_model.get_input_embeddings()
+        self.config = config
+        self._embeddings = embeddings
 
     def get_input_embeddings(self) -> torch.nn.Module:
         return self._embeddings
@@ -391,4 +391,5 @@ def onnx_encoder(backbone: Backbone, threads: int | None = None, quantize: str =
     except Exception as exc:  # noqa: BLE001 - the exporter cannot trace this model
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RosPromptError(f"{backbone.name}: cannot export it to ONNX ({first}); use --runtime torch") from exc
-    return OnnxEncoder(session, backbone.model)
+    # a warm start never loads the torch encoder: the graph needs only its embedding table
+    return OnnxEncoder(session, backbone.config, backbone.embedding_table())

@@ -116,26 +116,25 @@ def default_threads() -> int | None:
 
 
 def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
-    """Set the threads and move the encoder to `runtime` (onnx: the cached export, runtime.py)."""
+    """Set the threads and put the encoder on `runtime` (onnx: the cached export, runtime.py;
+    torch: loaded now, so that its load is not timed as part of the first batch)."""
     threads = spec.threads or default_threads()
     if threads:
         torch.set_num_threads(threads)
-    if runtime != "onnx":
-        return
-    try:
-        backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]
-    except RosPromptError as exc:
-        if spec.runtime != "auto":
-            raise
-        # auto on a model ONNX Runtime cannot take: the run goes on on torch and says why
-        backbone.runtime_note = f"on torch, ONNX Runtime failed: {exc}"
+    if runtime == "onnx":
+        try:
+            backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]
+            backbone.runtime = "onnx"
+        except RosPromptError as exc:
+            if spec.runtime != "auto":
+                raise
+            # auto on a model ONNX Runtime cannot take: the run goes on on torch and says why
+            backbone.runtime_note = f"on torch, ONNX Runtime failed: {exc}"
+            if spec.quantize == "int8":
+                backbone.model = quantize_int8(backbone.model)
         if spec.quantize == "int8":
-            backbone.model = quantize_int8(backbone.model)
             backbone.precision = "int8"
-        return
-    backbone.runtime = "onnx"
-    if spec.quantize == "int8":
-        backbone.precision = "int8"
+    backbone.model  # noqa: B018 - the property loads the torch encoder if the runtime needs it
 
 
 def label_set_for(scorer: Scorer, label_set: LabelSet, lexicon: bool | None) -> tuple[LabelSet, str]:

@@ -102,6 +102,35 @@ def test_two_processes_starting_at_once_export_one_cache_entry(tiny_mlm_dir, tmp
     assert not [p for p in (home / "onnx").iterdir() if p.name.startswith(".export-")]
 
 
+WARM_START = (
+    "import sys, torch\n"
+    "from rosprompt_cli.spec import ScorerSpec, build_scorer\n"
+    "scorer = build_scorer(ScorerSpec(runtime='onnx'))\n"
+    "print('transformers.modeling_utils' in sys.modules)\n"  # the base of every transformers model class
+    "print(isinstance(scorer.backbone.model, torch.nn.Module))\n"
+)
+
+
+def test_a_warm_start_on_onnx_runtime_never_loads_the_torch_encoder(rosprompt_home):
+    env = os.environ | {"ROSPROMPT_HOME": str(rosprompt_home)}
+    runs = [subprocess.run([sys.executable, "-c", WARM_START], env=env, cwd=REPO, capture_output=True, check=True)
+            for _ in range(2)]  # the first builds the cache entry if no test has yet
+    assert runs[1].stdout.decode().splitlines() == ["False", "False"], runs[1].stderr.decode()
+
+
+def test_the_embedding_table_read_alone_is_the_encoders_own(rosprompt_home):
+    import torch
+
+    from rosprompt_cli.backbone import load_backbone
+
+    backbone = load_backbone(None, "cpu")
+    table = backbone.embedding_table()
+    assert not backbone.model_loaded  # read from the safetensors file, not from a loaded encoder
+    own = backbone.model.get_input_embeddings()
+    assert table.weight.dtype == torch.float32 and torch.equal(table.weight, own.weight)
+    assert backbone.embedding_table() is own  # once loaded, the encoder's own table, not a second copy
+
+
 @pytest.fixture()
 def tiny_backbone(tiny_mlm_dir, tmp_path, monkeypatch):
     from rosprompt_cli.backbone import load_backbone
