@@ -144,7 +144,7 @@ def combine(*parts: LabelledData) -> LabelledData:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    data: str  # bbc8 | bbc64 | bbc-all | bbc-all+chat (training_data)
+    data: str  # bbc8 | bbc64 | bbc-all | bbc-all+chat | chat (training_data)
     seeds: tuple[int, ...]
     config: TrainConfig
     average: bool = False  # one prompt: the mean of the seeds' prompt vectors
@@ -173,6 +173,9 @@ VARIANTS = [
             note="init + 0.75 (trained - init), the weight-space interpolation of WiSE-FT (Wortsman et al. 2022); "
                  "seed 0 is the shipped prompt; on a 24-rows-per-language screen 0.5 gave 55.1 and the init alone 52.4"),
     Variant("BBC 8/class seed 0, extrapolated to 1.25", "bbc8", (0,), BASE, toward=1.25),
+    Variant("chatterbot topics alone, 1 epoch", "chat", (0,), replace(BASE, epochs=1),
+            note="one seed: the 5,639 chatterbot-corpus conversations of BBC + chatterbot above, without BBC: "
+                 "openly licensed (BSD-3-Clause) data only"),
 ]
 
 
@@ -182,6 +185,7 @@ def training_data(kind: str, seed: int) -> tuple[LabelledData, LabelSet]:
         "bbc64": lambda: [bbc_news(64, seed)],
         "bbc-all": lambda: [bbc_news(None, seed)],
         "bbc-all+chat": lambda: [bbc_news(None, seed), chatterbot()],
+        "chat": lambda: [chatterbot()],
     }[kind]()
     data = combine(*parts) if len(parts) > 1 else parts[0]
     return data, LabelSet.from_names(sorted(set(data.labels)))
