@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
@@ -72,7 +72,7 @@ def main() -> None:
     families: dict[str, list[str]] = defaultdict(list)
     for lang in everyone:
         families[table[lang][2]].append(lang)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = source_commit()
     names = list(results)
     lines = [
         "# Corpus adaptation on all SIB-200 dev rows",

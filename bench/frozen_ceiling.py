@@ -26,7 +26,6 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import quality as Q  # noqa: E402  (the benchmark's data loading and scoring)
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path  # noqa: E402
 from rosprompt_cli.verbalizers.embed import prompted_embeddings, tokenize  # noqa: E402
+from provenance import source_commit  # noqa: E402
 
 
 def embed(backbone, texts: list[str], prompt: SoftPrompt | None = None, batch_size: int = 32) -> torch.Tensor:
@@ -130,7 +130,7 @@ def main() -> None:
     if shipped is not None:
         rows.update(centring_rows("shipped prompt", embed(backbone, pool_texts, SoftPrompt.load(shipped))))
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
+    commit = source_commit()
     command = ("python bench/frozen_ceiling.py " + shlex.join(sys.argv[1:])).strip()
     seconds = time.perf_counter() - started
     payload = {"command": command, "commit": commit, "backbone": backbone.name, "per_language_rows": args.per_language,

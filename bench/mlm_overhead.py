@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from rosprompt_cli.verbalizers.expansion import expand_words  # noqa: E402
 from rosprompt_cli.labels import LabelSet  # noqa: E402
 from rosprompt_cli.lexicon import expand  # noqa: E402
 from rosprompt_cli.verbalizers.mlm import MlmScorer, excluded_tokens  # noqa: E402
+from provenance import source_commit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -131,7 +131,7 @@ def main() -> None:
         label_sets = {"7 labels": LabelSet.from_names(label_names(7)), "200 labels": one_name}
         results["per_batch"] = batch_overhead(scorer, texts, label_sets, args.repeats, args.batch_size)
     print(results["per_batch"], flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = source_commit()
     results["meta"] = {"command": "python bench/mlm_overhead.py " + " ".join(sys.argv[1:]), "commit": commit,
                        "torch_threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -17,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +28,7 @@ from rosprompt_cli import LabelSet
 from rosprompt_cli.evaluation import predict
 from rosprompt_cli.runtime import FORMAT, OnnxEncoder, _session, cache_entry, onnx_encoder
 from rosprompt_cli.spec import ScorerSpec, build_scorer
+from provenance import source_commit  # noqa: E402
 
 THREADS = 2
 REPO = Path(__file__).resolve().parents[1]
@@ -105,8 +105,7 @@ def main() -> None:
     preds = json.loads(preds_path.read_text()) if preds_path.exists() else {}
     result = json.loads(RESULT.read_text()) if RESULT.exists() else {}
     rows = result.setdefault("variants", {})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = source_commit()
     texts, gold = sib_dev()
     labels = LabelSet.from_names(sorted(set(gold)))
     for name in only:

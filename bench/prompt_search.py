@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
 from rosprompt_cli.penalties import Step  # noqa: E402
 from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, _trim, fit, initial_prompt, package, prepare  # noqa: E402
 from rosprompt_cli.verbalizers import make_scorer  # noqa: E402
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -310,7 +310,7 @@ def main() -> None:
     if not SIB.is_dir():
         sys.exit(f"{SIB} not found: this bench needs ../shared/data/sib200")
     bench = Bench(args.dtype)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = source_commit()
     saved = Path(args.save_prompts)
     saved.mkdir(parents=True, exist_ok=True)
     wanted = set(args.variant or ())

@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -41,6 +40,7 @@ from rosprompt_cli.verbalizers.mlm import MlmScorer, mask_features
 from rosprompt_cli.verbalizers import make_scorer
 from rosprompt_cli.verbalizers.embed import prompted_embeddings, tokenize
 from rosprompt_cli.training import TrainConfig, train_prompt
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
@@ -323,8 +323,7 @@ def log(message: str) -> None:
 def write_report(args, results, chosen, languages, seeds, protocols, train_seconds, seconds, backbone) -> None:
     table = load_language_table()
     group_langs = groups(languages, table)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = source_commit()
     command = "python bench/quality.py " + " ".join(sys.argv[1:])
     summary: dict = {}
     per_language: dict = {}
@@ -341,7 +340,7 @@ def write_report(args, results, chosen, languages, seeds, protocols, train_secon
                 lang: round(statistics.fmean(run[lang]["accuracy"] for run in runs["sib200"]), 4) for lang in languages
             }
     payload = {
-        "command": command, "commit": commit + ("+dirty" if dirty else ""), "backbone": backbone.name,
+        "command": command, "commit": commit, "backbone": backbone.name,
         "verbalizer": "mlm" if backbone.mlm_head is not None else "embed",
         "seeds": seeds, "per_language_rows": args.per_language, "languages": len(languages),
         "settings": {k: v for k, v in vars(args).items() if k != "out"},

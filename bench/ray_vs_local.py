@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import build_corpus  # noqa: E402
 
 from rosprompt_cli.version import __version__  # noqa: E402
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -92,7 +93,7 @@ def main() -> None:
                 assert frame["label"].to_list() == reference["label"].to_list(), f"{name}: labels differ from local"
                 print(f"round {round_} {name}: {wall:.1f}s wall, {rate:.1f} rows/s reported", flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = source_commit()
     base_wall = statistics.median(walls["local"])
     base_rate = statistics.median(rates["local"])
     result = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from rosprompt_cli import LabelSet, evaluate, load_backbone, load_labelled
 from rosprompt_cli.verbalizers.embed import EmbeddingScorer
 from rosprompt_cli.training import TrainConfig, train_prompt
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
@@ -56,7 +56,7 @@ def main() -> None:
         print(lang, {k: round(v["accuracy"], 3) for k, v in row.items() if isinstance(v, dict)}, file=sys.stderr)
 
     mean = {name: sum(r[name]["accuracy"] for r in rows) / len(rows) for name in scorers}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = source_commit()
     command = "python bench/sib_dev_check.py " + " ".join(sys.argv[1:])
     result = {"command": command, "commit": commit, "shots": args.shots, "seed": args.seed,
               "prompt_metrics": prompt.meta.metrics, "rows": rows, "mean_accuracy": mean,

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = "text\nThe home side scored twice in the last ten minutes to win the cup final.\n"
@@ -80,12 +81,9 @@ def main() -> None:
                                capture_output=True)
     best = {name: min(t) for name, t in times.items()}
     base = best["torch, this tree"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=REPO).stdout.strip()
+    commit = source_commit()
     data = {"command": "python bench/startup.py " + " ".join(sys.argv[1:]),
-            "commit": commit + ("+uncommitted changes" if dirty else ""),
+            "commit": commit,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
             "settings": {name: {"best_s": best[name], "vs_torch_this_tree": best[name] / base, "runs_s": times[name],
                                 "peak_rss_mib": peak[name]} for name in settings}}

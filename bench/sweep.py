@@ -14,7 +14,6 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -26,6 +25,7 @@ import quality as Q  # noqa: E402  (the benchmark's data loading and scoring)
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.training import ROSPROMPT_DEFAULTS, train_prompt  # noqa: E402
+from provenance import source_commit  # noqa: E402
 
 # One setting changed at a time from the default (max_length 128 as in quality.py). The key
 # "lexicon" (default True) says whether the training labels get the lexicon's names.
@@ -87,7 +87,7 @@ def main() -> None:
             Q.log(f"sweep {args.protocol} {name} seed {seed}: {rows[name][-1]:.4f} ({time.perf_counter() - started:.0f}s)")
 
     seconds = time.perf_counter() - started
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Q.REPO).stdout.strip()
+    commit = source_commit()
     command = ("python bench/sweep.py " + shlex.join(sys.argv[1:])).strip()
     payload = {"command": command, "commit": commit, "protocol": args.protocol, "seeds": seeds,
                "per_language_rows": args.per_language, "languages": len(languages), "seconds": round(seconds, 1),

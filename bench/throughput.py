@@ -49,6 +49,7 @@ from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.lexicon import load_lexicon
 from rosprompt_cli.spec import ScorerSpec, build_scorer
 from rosprompt_cli.verbalizers.embed import EmbeddingScorer
+from provenance import source_commit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
@@ -532,8 +533,7 @@ def main() -> None:
     previous = json.loads(out.with_suffix(".json").read_text()) if args.merge else {}
     run_info = {
         "command": "python bench/throughput.py " + " ".join(sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=REPO).stdout.strip(),
+        "commit": source_commit(),
         "sections": sorted(sections),
     }
     data: dict = previous | {
