@@ -6,6 +6,7 @@ messages, exit codes and rows lost to bench/results/bad_inputs.md.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -29,6 +30,8 @@ def _count(path: Path) -> int:
 
 
 def main() -> None:
+    # no options; --help says what the script does instead of running it
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     lines = [
         "# `rosprompt label` on bad input",
         "",
