@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class Backbone:
     load_encoder: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
     folder: Path | None = field(default=None, repr=False)  # the local model folder, if any
     _model: torch.nn.Module | None = field(default=None, repr=False)
+    # Label-name embeddings already computed on this backbone (verbalizers/embed.py), by the whole
+    # list of names and its phrasing: a run, or a training, with the same names again skips them.
+    name_vector_memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -23,7 +23,7 @@ from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.paths import refuse_shared_paths, write_text_atomically
 from rosprompt_cli.report import ReportContext, render_report
-from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
+from rosprompt_cli.spec import ScorerFactory, ScorerSpec, label_set_for, scorer_for
 from rosprompt_cli.verbalizers import Scorer
 
 EVAL_SPLITS = ("test", "validation", "dev")  # a dataset's split to evaluate on, in order of preference
@@ -143,7 +143,10 @@ class EvalResult:
         return self.report.as_dict() | {"input": self.source, "prompt": self.note, "model": self.model}
 
 
-def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
+def run_eval(job: EvalJob, on_event: OnEvent = ignore, scorer: Scorer | ScorerFactory | None = None) -> EvalResult:
+    """The whole `rosprompt eval`. `scorer`: a scorer already built (used in place of
+    `job.scorer`), or a factory such as a spec.ScorerCache; None builds one after the data and
+    labels are checked."""
     data = load_labelled(job.input, job.text_col, job.label_col, job.lang_col, job.fmt, job.split, EVAL_SPLITS)
     label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
     check_gold_labels(data, label_set)  # before the model loads
@@ -152,7 +155,7 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore) -> EvalResult:
     if job.adapt is not None and job.adapt.by is not None:
         groups = data.languages if job.adapt.by == job.lang_col else load_labelled(
             job.input, job.text_col, job.label_col, job.adapt.by, job.fmt, job.split, EVAL_SPLITS).languages
-    scorer = build_scorer(job.scorer)
+    scorer = scorer_for(job.scorer, scorer)
     if job.adapt is not None:
         refuse_adapt(scorer)
     scored, lexicon_note = label_set_for(scorer, label_set, job.lexicon)

@@ -42,7 +42,7 @@ from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock
 from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
 from rosprompt_cli.shards import input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
-from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
+from rosprompt_cli.spec import ScorerFactory, ScorerSpec, label_set_for, scorer_for
 from rosprompt_cli.verbalizers import Scorer
 
 ENGINES = ("local", "ray")
@@ -119,16 +119,21 @@ class LabelResult:
 SummarySoFar = Callable[[str, "str | None"], dict]  # (status, error) -> what --summary says if the run stops now
 
 
-def run_label(job: LabelJob, on_event: OnEvent = ignore) -> LabelResult:
+def run_label(job: LabelJob, on_event: OnEvent = ignore, scorer: Scorer | ScorerFactory | None = None) -> LabelResult:
     """Label every row of the job's input; see the module docstring. Raises RosPromptError
     (bad input, arguments or environment; nothing published) or interrupt.Interrupted; the
-    --summary file says how the run ended either way."""
+    --summary file says how the run ended either way.
+
+    `scorer`: a scorer already built (used as it is, in place of `job.scorer`), or a factory
+    such as a spec.ScorerCache that gives one for `job.scorer`; None builds one. The model is
+    loaded after the input is checked, and not at all when the input is refused. Ray workers
+    build their own from `job.scorer`, so `--engine ray` takes a factory, not a built scorer."""
     so_far: list[SummarySoFar] = [lambda status, error: failed_summary(job.input, job.out, status, error)]
     try:
         if job.engine == "ray":
-            summary = _label_on_ray(job, on_event, so_far)
+            summary = _label_on_ray(job, on_event, so_far, scorer)
         else:
-            summary = _label_locally(job, on_event, so_far)
+            summary = _label_locally(job, on_event, so_far, scorer)
     except _STOPS as exc:
         try:
             _write_summary(job, so_far[-1](*summaries.failure(exc)))
@@ -172,11 +177,12 @@ def write_failed_summary(path: str | None, input: str, out: str, rejects: str | 
     summaries.write(path, failed_summary(input, out, *summaries.failure(exc)))
 
 
-def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) -> dict:
+def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
+                   given: Scorer | ScorerFactory | None) -> dict:
     # before the input pre-pass, which may take a while
     job.scorer.check_placement()
     chunk_rows = check_chunk_rows(DEFAULT_CHUNK_ROWS if job.chunk_rows is None else job.chunk_rows)
-    load_scorer = cache(lambda: build_scorer(job.scorer))  # once, after the first file's pre-pass
+    load_scorer = cache(lambda: scorer_for(job.scorer, given))  # once, after the first file's pre-pass
     if is_multi_file(job.input):
         return _label_files(job, chunk_rows, load_scorer, on_event, so_far)
     request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
@@ -287,9 +293,13 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError("--quantize int8 is for CPU workers; GPU workers use --dtype float16 or bfloat16 instead")
 
 
-def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) -> dict:
+def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
+                  given: Scorer | ScorerFactory | None) -> dict:
     """Check the model, prompt and labels here (one line on error, before any cluster work), then
     let the workers label."""
+    if isinstance(given, Scorer):
+        raise RosPromptError("--engine ray: each Ray worker builds its own scorer from the job's ScorerSpec; "
+                             "pass a scorer factory (or none), not a built scorer")
     so_far.append(lambda status, error: summaries.ray_summary(RayResult(output=job.out, files=0, workers=0),
                                                               job.input, status, error))
     # a Ray worker's device is its own, and the driver may have no GPU at all
@@ -301,7 +311,7 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar]) 
     input_files(job.input, job.fmt)
     with OutputLock(Path(job.out)):  # the same lock a local run on this --out takes
         check_target(job.out, job.force)
-        scorer = build_scorer(replace(spec, device="cpu", dtype="auto", quantize="none", runtime="torch"))
+        scorer = scorer_for(replace(spec, device="cpu", dtype="auto", quantize="none", runtime="torch"), given)
         label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
         info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
                        f"starting Ray workers")

@@ -204,14 +204,19 @@ def unquote_tsv(table: Any) -> Any:
     return pa.Table.from_arrays(columns, names=table.column_names)
 
 
-def _start(ray: Any, address: str | None) -> bool:
-    """Connect to the cluster, or start a local instance; True when this run started it."""
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's notices on stderr
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
-             logging_level="ERROR")
+def connect(ray: Any, address: str | None = None, **init: Any) -> bool:
+    """Connect to the cluster at `address`, or start a local Ray instance (`init`: more
+    arguments of ray.init), unless this process is connected already (a Python caller's own
+    instance, used as it is); True when this call started a local instance, which its caller
+    stops. Either way the run's Ray Data settings are applied: the driver's context is this
+    process's, whoever started Ray."""
+    started = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's notices on stderr
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                 logging_level="ERROR", **init)
+        started = address is None
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come out in input order, file by file
     context.enable_progress_bars = False
@@ -219,7 +224,7 @@ def _start(ray: Any, address: str | None) -> bool:
     # A failure reaches the user as one line (label_with_ray); Ray's own stack traces would bury it.
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    return address is None
+    return started
 
 
 def label_with_ray(
@@ -237,7 +242,7 @@ def label_with_ray(
     ray = require_ray()
     files, in_fmt = input_files(input_spec, fmt)
     target, single_file = check_target(out, force)
-    started_here = _start(ray, request.address)
+    started_here = connect(ray, request.address)
     try:
         return _run(ray, files, in_fmt, input_spec, target, single_file, spec, label_set, options, request, chunk_rows)
     except RosPromptError:

@@ -4,11 +4,17 @@
 by `build_scorer`; label, eval, train and every Ray worker use the same class, so a scorer is
 described one way everywhere. The lexicon default (`label_set_for`) sits here too, since it
 depends on the scorer: the library and the CLI apply it the same way.
+
+A caller that runs several jobs pays the model load once: `run_label` and `run_eval` take a
+scorer already built, or a factory from spec to scorer such as a `ScorerCache` (`scorer_for`
+says which is used).
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -106,6 +112,68 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     scorer = make_scorer(backbone, prompt, spec.verbalizer, spec.max_length, spec.mlm)
     scorer.prompt_note = note
     return scorer
+
+
+ScorerFactory = Callable[[ScorerSpec], Scorer]
+
+
+def scorer_for(spec: ScorerSpec, given: Scorer | ScorerFactory | None = None) -> Scorer:
+    """The scorer a job runs with: `given` itself when it is a built scorer (the job's spec is
+    then not read), else `given(spec)` for a factory, else a new one (build_scorer)."""
+    if given is None:
+        return build_scorer(spec)
+    if isinstance(given, Scorer):
+        return given
+    return given(spec)
+
+
+class ScorerCache:
+    """A scorer factory that builds each distinct scorer once and keeps the `size` most recently
+    used: pass it to several `run_label`/`run_eval` calls and the model loads once.
+
+    Two specs give the same scorer when they name the same things and nothing they name changed
+    on disk: the key holds the spec with its paths made absolute, the size and time of the
+    prompt file and of the files in a local model folder, the cache folder (ROSPROMPT_HOME) and
+    the default threads. `loads` counts the scorers built.
+    """
+
+    def __init__(self, size: int = 4, build: ScorerFactory = build_scorer) -> None:
+        if size < 1:
+            raise ValueError("a ScorerCache keeps at least one scorer")
+        self.size = size
+        self.loads = 0
+        self._build = build
+        self._scorers: OrderedDict[tuple, Scorer] = OrderedDict()
+
+    def __call__(self, spec: ScorerSpec) -> Scorer:
+        key = _cache_key(spec)
+        if key in self._scorers:
+            self._scorers.move_to_end(key)
+            return self._scorers[key]
+        scorer = self._build(spec)
+        self.loads += 1
+        self._scorers[key] = scorer
+        while len(self._scorers) > self.size:
+            self._scorers.popitem(last=False)
+        return scorer
+
+    def clear(self) -> None:
+        self._scorers.clear()
+
+
+def _stamp(path: str | None) -> tuple:
+    """What tells a changed local file or folder from the one a scorer was built from."""
+    if path is None or not Path(path).exists():
+        return ()
+    target = Path(path)
+    files = sorted(target.iterdir()) if target.is_dir() else [target]
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+
+
+def _cache_key(spec: ScorerSpec) -> tuple:
+    absolute = spec.with_absolute_paths()
+    return (absolute, _stamp(absolute.prompt), _stamp(absolute.model), os.environ.get("ROSPROMPT_HOME"),
+            default_threads())
 
 
 def default_threads() -> int | None:

@@ -386,8 +386,10 @@ class TrainJob:
             self.mlm.refuse()
 
 
-def run_train(job: TrainJob, on_event: OnEvent = ignore) -> SoftPrompt:
-    """Load the data and the backbone, train (train_prompt), and save the prompt to `job.out`."""
+def run_train(job: TrainJob, on_event: OnEvent = ignore, backbone: Backbone | None = None) -> SoftPrompt:
+    """Load the data and the backbone, train (train_prompt), and save the prompt to `job.out`.
+    `backbone`: one already loaded (float32, on torch), used in place of `job.model` and
+    `job.device`, so that several trainings load the model once."""
     config = replace(job.config, mlm=MlmOptions().with_overrides(job.mlm))
     data = load_labelled(job.input, job.text_col, job.label_col, None, job.fmt, job.split)
     if job.shots is not None:
@@ -395,7 +397,10 @@ def run_train(job: TrainJob, on_event: OnEvent = ignore) -> SoftPrompt:
     dev = load_labelled(job.dev, job.text_col, job.label_col, None, None, None, DEV_SPLITS) if job.dev else None
     label_set = job.labels or LabelSet.from_names(sorted(data.label_names()))
     label_set.require_choice(f"{data.source} has examples of one class only, so the prompt would learn nothing")
-    backbone = load_backbone(job.model, job.device, dtype="float32")  # gradients through the frozen model in full precision
+    if backbone is None:
+        backbone = load_backbone(job.model, job.device, dtype="float32")  # gradients through the frozen model in full precision
+    elif backbone.runtime != "torch" or backbone.precision != "float32":
+        raise RosPromptError(f"training needs the backbone in float32 on torch, not {backbone.execution}")
     chosen = choose_verbalizer(config.verbalizer, backbone)
     if chosen == "embed":
         job.mlm.refuse()

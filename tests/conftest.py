@@ -1,10 +1,15 @@
-"""Shared fixtures: one model cache per test session, a CLI runner, a trained prompt."""
+"""Shared fixtures: one model cache per test session, the CLI in this process (`cli`, one
+scorer cache per pytest worker) and in a real process (`cli_process`), and what is expensive to
+make (a trained prompt, a tiny masked LM) made once per pytest run and shared by its workers."""
 
 from __future__ import annotations
 
+import fcntl
+import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +41,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def _run_folder(factory: pytest.TempPathFactory) -> Path:
+    """A folder of this pytest run that all its xdist workers share (each worker's own base
+    folder sits inside it), or the base folder of a run without workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return factory.getbasetemp().parent
+    return factory.getbasetemp()
+
+
+def made_once(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """`name` in the run's shared folder, made by `make(path)` by the first worker that asks for
+    it while the others wait on a file lock, then used by all."""
+    folder = _run_folder(factory) / "made-once"
+    folder.mkdir(exist_ok=True)
+    target = folder / name
+    with open(folder / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            partial = folder / f".{name}.partial"
+            make(partial)
+            partial.rename(target)
+    return target
+
+
 @pytest.fixture(scope="session")
 def rosprompt_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache shared by the whole session (the bundled model is converted once), and by the
@@ -43,20 +71,22 @@ def rosprompt_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     that start at once)."""
     if os.environ.get("ROSPROMPT_TEST_HOME"):
         home = Path(os.environ["ROSPROMPT_TEST_HOME"])
-    elif os.environ.get("PYTEST_XDIST_WORKER"):
-        home = tmp_path_factory.getbasetemp().parent / "rosprompt-home"
-        home.mkdir(exist_ok=True)
     else:
-        home = tmp_path_factory.mktemp("rosprompt-home")
+        home = _run_folder(tmp_path_factory) / "rosprompt-home"
+        home.mkdir(exist_ok=True)
     os.environ["ROSPROMPT_HOME"] = str(home)
     return home
 
 
 class CLI:
+    """`rosprompt ARGS` in a real process, as a user's shell runs it: for what only a process
+    shows (signals, kill -9, pipes, locks between processes, FIFOs, resource limits, the
+    installed command) and one smoke test per command."""
+
     def __init__(self, home: Path) -> None:
         self.env = os.environ | {"ROSPROMPT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
-    def __call__(self, *args: str, input: bytes | None = None, cwd: Path | None = None, check: bool = True,
+    def __call__(self, *args: object, input: bytes | None = None, cwd: Path | None = None, check: bool = True,
                  env: dict | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "rosprompt_cli", *map(str, args)],
@@ -66,26 +96,87 @@ class CLI:
             env=self.env | (env or {}),
             timeout=900,
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"rosprompt {' '.join(map(str, args))} exited {proc.returncode}\n"
-                f"stderr:\n{proc.stderr.decode(errors='replace')}"
-            )
-        return proc
+        return _checked(proc, args, check)
+
+
+def _checked(proc: subprocess.CompletedProcess, args: tuple, check: bool) -> subprocess.CompletedProcess:
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"rosprompt {' '.join(map(str, args))} exited {proc.returncode}\n"
+            f"stderr:\n{proc.stderr.decode(errors='replace')}"
+        )
+    return proc
+
+
+class InProcessCLI(CLI):
+    """`rosprompt ARGS` run in this process through `commands.run`, the function the installed
+    command calls: the same parsing, messages, exit codes and files, with stdin, stdout, stderr,
+    argv, the environment and the working folder set as a process would have them, and the
+    scorer taken from one cache per pytest worker (the model loads once, not once per command).
+    Signal handlers are not installed: tests of signals use `cli_process`."""
+
+    def __init__(self, home: Path, scorers: object) -> None:
+        super().__init__(home)
+        self.scorers = scorers
+
+    def __call__(self, *args: object, input: bytes | None = None, cwd: Path | None = None, check: bool = True,
+                 env: dict | None = None) -> subprocess.CompletedProcess:
+        from rosprompt_cli.commands import run
+
+        argv = [str(a) for a in args]
+        streams = {name: io.BytesIO() for name in ("stdout", "stderr")}
+        stdin = io.TextIOWrapper(io.BytesIO(input or b""), encoding="utf-8")
+        stdout, stderr = (io.TextIOWrapper(streams[name], encoding="utf-8", write_through=True)
+                          for name in ("stdout", "stderr"))
+        wanted = {"ROSPROMPT_HOME": self.env["ROSPROMPT_HOME"], **(env or {})}
+        saved_env = {key: os.environ.get(key) for key in wanted}
+        saved = sys.stdin, sys.stdout, sys.stderr, sys.argv, os.getcwd()
+        try:
+            os.environ.update(wanted)
+            sys.stdin, sys.stdout, sys.stderr, sys.argv = stdin, stdout, stderr, ["rosprompt", *argv]
+            os.chdir(cwd or REPO)
+            code = run(argv, self.scorers)
+        finally:
+            sys.stdin, sys.stdout, sys.stderr, sys.argv = saved[:4]
+            os.chdir(saved[4])
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        proc = subprocess.CompletedProcess(["rosprompt", *argv], int(code), streams["stdout"].getvalue(),
+                                           streams["stderr"].getvalue())
+        return _checked(proc, args, check)
 
 
 @pytest.fixture(scope="session")
-def cli(rosprompt_home: Path) -> CLI:
+def scorer_cache(rosprompt_home: Path):
+    """One scorer cache for every in-process command and library test of this worker."""
+    from rosprompt_cli.spec import ScorerCache
+
+    return ScorerCache(size=4)
+
+
+@pytest.fixture(scope="session")
+def cli(rosprompt_home: Path, scorer_cache) -> InProcessCLI:
+    return InProcessCLI(rosprompt_home, scorer_cache)
+
+
+@pytest.fixture(scope="session")
+def cli_process(rosprompt_home: Path) -> CLI:
     return CLI(rosprompt_home)
 
 
 @pytest.fixture(scope="session")
-def trained_prompt(cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prompt trained through the CLI on the English sample (few epochs: a test, not a benchmark)."""
-    out = tmp_path_factory.mktemp("prompts") / "news.safetensors"
-    cli("train", SAMPLES / "train_en.csv", "--dev", SAMPLES / "dev_en.csv", "--epochs", "4", "--lr", "0.02",
-        "--prompt-len", "8", "--out", out)
-    return out
+def trained_prompt(cli: InProcessCLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prompt trained through the CLI on the English sample (few epochs: a test, not a
+    benchmark), once per pytest run."""
+    def train(out: Path) -> None:
+        out.mkdir()
+        cli("train", SAMPLES / "train_en.csv", "--dev", SAMPLES / "dev_en.csv", "--epochs", "4", "--lr", "0.02",
+            "--prompt-len", "8", "--out", out / "news.safetensors")
+
+    return made_once(tmp_path_factory, "trained-prompt", train) / "news.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -99,24 +190,26 @@ def backbone(rosprompt_home: Path):
 def tiny_mlm_dir(rosprompt_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small XLMRobertaForMaskedLM (2 layers, hidden 32, random weights, fixed seed) with the
     bundled model's real tokenizer, saved with save_pretrained: a masked LM as a hub user would
-    pass it to --model, without hub access."""
-    import shutil
+    pass it to --model, without hub access. Made once per pytest run."""
+    def make(out: Path) -> None:
+        import shutil
 
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+        import torch
+        from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    from rosprompt_cli.backbone import load_tokenizer
-    from rosprompt_cli.bundled import bundled_model_dir
+        from rosprompt_cli.backbone import load_tokenizer
+        from rosprompt_cli.bundled import bundled_model_dir
 
-    source = bundled_model_dir()
-    tokenizer = load_tokenizer(str(source), True)
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2,
-    )
-    out = tmp_path_factory.mktemp("tiny-xlmr-mlm")
-    XLMRobertaForMaskedLM(config).save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(source / name, out / name)
-    return out
+        source = bundled_model_dir()
+        tokenizer = load_tokenizer(str(source), True)
+        torch.manual_seed(0)
+        config = XLMRobertaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id, bos_token_id=0,
+            eos_token_id=2,
+        )
+        XLMRobertaForMaskedLM(config).save_pretrained(out)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(source / name, out / name)
+
+    return made_once(tmp_path_factory, "tiny-xlmr-mlm", make)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import SAMPLES
 from rosprompt_cli.adapt import AdaptOptions, Centres, estimate_centres, estimate_streaming, sample_positions
 from rosprompt_cli.errors import RosPromptError
 
@@ -55,7 +55,7 @@ def _label(cli, *args: object, check: bool = True):
     return cli("label", SAMPLES / "news_multilingual.csv", "--labels-file", LABELS_FILE, *args, check=check)
 
 
-def test_label_adapt_is_deterministic_and_changes_the_scores(cli, tmp_path):
+def test_label_adapt_is_deterministic_and_changes_the_scores(cli, cli_process, tmp_path):
     _label(cli, "--out", tmp_path / "plain.csv")
     first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json")
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
@@ -65,7 +65,7 @@ def test_label_adapt_is_deterministic_and_changes_the_scores(cli, tmp_path):
     # a second run, from stdin (read from its spooled copy): the same bytes
     piped = subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", "-", "--labels-file", str(LABELS_FILE),
                             "--adapt-by", "lang"], input=(SAMPLES / "news_multilingual.csv").read_bytes(),
-                           capture_output=True, cwd=REPO, env=cli.env, check=True)
+                           capture_output=True, cwd=tmp_path, env=cli_process.env, check=True)
     assert piped.stdout == (tmp_path / "a.csv").read_bytes()
 
 

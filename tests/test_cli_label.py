@@ -11,7 +11,7 @@ import sys
 import polars as pl
 import pytest
 
-from conftest import REPO, SAMPLES, SIB_LABELS
+from conftest import SAMPLES, SIB_LABELS
 
 LABELS = SIB_LABELS.split(",")
 
@@ -21,9 +21,10 @@ def _read_csv(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_csv_to_csv_keeps_every_row_and_column(cli, tmp_path):
+def test_csv_to_csv_keeps_every_row_and_column(cli_process, tmp_path):
+    """The smoke test of `label` in a real process."""
     out = tmp_path / "tagged.csv"
-    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--out", out)
+    proc = cli_process("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--out", out)
     assert proc.stdout == b"", "data goes to the file, nothing to stdout"
     src = _read_csv(SAMPLES / "news_multilingual.csv")
     got = _read_csv(out)
@@ -52,18 +53,19 @@ def test_jsonl_to_parquet_with_all_scores_and_top_k(cli, tmp_path):
     assert (got["label"] != got["label_2"]).all()
 
 
-def test_stdin_to_stdout(cli):
+def test_stdin_to_stdout(cli_process, tmp_path):
     text = "id,text\n1,The striker scored twice as the home side won the derby 3-1.\n2,\"Parliament passed the budget, after a long night of votes.\"\n"
-    proc = cli("label", "-", "--labels", "sports,politics,health", input=text.encode())
+    # in a folder of its own: runs to stdout in one folder would share its rejects file (and its lock)
+    proc = cli_process("label", "-", "--labels", "sports,politics,health", input=text.encode(), cwd=tmp_path)
     rows = list(csv.DictReader(io.StringIO(proc.stdout.decode())))
     assert [r["id"] for r in rows] == ["1", "2"]
     assert [r["label"] for r in rows] == ["sports", "politics"]
 
 
-def test_stdin_jsonl_is_sniffed_and_empty_text_keeps_its_row(cli):
+def test_stdin_jsonl_is_sniffed_and_empty_text_keeps_its_row(cli_process, tmp_path):
     lines = [{"text": "Heavy rain closed the mountain pass to tourists."}, {"text": ""}, {"text": None}]
     payload = "".join(json.dumps(x) + "\n" for x in lines).encode()
-    proc = cli("label", "-", "--labels", "travel,sports", input=payload)
+    proc = cli_process("label", "-", "--labels", "travel,sports", input=payload, cwd=tmp_path)
     out = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert len(out) == 3
     assert out[0]["label"] == "travel"
@@ -171,12 +173,12 @@ def test_one_file_in_two_roles_is_refused_before_any_work(cli, tmp_path, which):
     assert src.read_bytes() == before and not out.exists()
 
 
-def test_a_closed_stdout_ends_the_run_quietly(cli):
+def test_a_closed_stdout_ends_the_run_quietly(cli_process, tmp_path):
     """`rosprompt label … | head -1`: once the reader goes away the run stops, without a word."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rosprompt_cli", "label", str(SAMPLES / "news_multilingual.jsonl"), "--labels",
          "sports,politics", "--chunk-rows", "20"],
-        cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, env=cli_process.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     first = proc.stdout.readline()
     proc.stdout.close()

@@ -191,14 +191,14 @@ def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
     assert len(_records(tmp_path / "o.csv")) == 401 and b"resumed" not in fresh.stderr
 
 
-def test_a_second_run_on_the_same_output_is_refused(cli, tmp_path):
+def test_a_second_run_on_the_same_output_is_refused(cli, cli_process, tmp_path):
     src = tmp_path / "feed.jsonl"
     _corpus(src, 600)
     out = tmp_path / "o.csv"
     first = _start(cli, src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out)
     try:
         _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", first, 50)
-        second = cli("label", src, "--labels", LABELS, "--out", out, "--force", check=False)
+        second = cli_process("label", src, "--labels", LABELS, "--out", out, "--force", check=False)
         assert second.returncode == 5, second.stderr
         assert b"another rosprompt run" in second.stderr and b"pid" in second.stderr
     finally:
@@ -342,7 +342,7 @@ def test_a_full_disk_for_the_rejects_file_is_found_before_any_labelling(cli, tmp
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["feed.jsonl"]
 
 
-def test_a_fifo_is_read_once_and_a_waiting_run_still_stops_on_a_signal(cli, tmp_path):
+def test_a_fifo_is_read_once_and_a_waiting_run_still_stops_on_a_signal(cli_process, tmp_path):
     import threading
 
     src = tmp_path / "feed.jsonl"
@@ -351,11 +351,11 @@ def test_a_fifo_is_read_once_and_a_waiting_run_still_stops_on_a_signal(cli, tmp_
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_bytes(src.read_bytes()))
     writer.start()
-    cli("label", fifo, "--labels", LABELS, "--out", tmp_path / "o.csv")
+    cli_process("label", fifo, "--labels", LABELS, "--out", tmp_path / "o.csv")
     writer.join()
     assert [int(r["id"]) for r in _records(tmp_path / "o.csv")] == list(range(120))
     # nobody writes to the FIFO: SIGTERM ends the wait at once, leaving nothing behind
-    waiting = _start(cli, fifo, "--labels", LABELS, "--out", tmp_path / "o2.csv")
+    waiting = _start(cli_process, fifo, "--labels", LABELS, "--out", tmp_path / "o2.csv")
     time.sleep(3)
     waiting.send_signal(signal.SIGTERM)
     _, err = waiting.communicate(timeout=30)
@@ -363,7 +363,7 @@ def test_a_fifo_is_read_once_and_a_waiting_run_still_stops_on_a_signal(cli, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.jsonl", "o.csv", "pipe.jsonl"]
 
 
-def test_an_input_the_user_may_not_read_is_one_line(cli, tmp_path):
+def test_an_input_the_user_may_not_read_is_one_line(cli_process, tmp_path):
     import shutil
 
     src = tmp_path / "secret.csv"
@@ -375,12 +375,12 @@ def test_an_input_the_user_may_not_read_is_one_line(cli, tmp_path):
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv to drop the file-permission capabilities")
         command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
-    proc = subprocess.run(command, env=cli.env, capture_output=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(command, env=cli_process.env, capture_output=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.decode().strip() == f"rosprompt: error: {src}: cannot read the input (Permission denied)"
 
 
-def test_two_runs_never_share_a_rejects_file(cli, tmp_path):
+def test_two_runs_never_share_a_rejects_file(cli, cli_process, tmp_path):
     """--out day.csv and --out day.jsonl at once would both set rows aside in day.rejects.jsonl:
     the second is refused before any work, and the first keeps its rejected rows."""
     src = tmp_path / "feed.jsonl"
@@ -391,7 +391,7 @@ def test_two_runs_never_share_a_rejects_file(cli, tmp_path):
                    "--out", tmp_path / "day.csv")
     try:
         _wait_for_progress(tmp_path / ".day.csv.rosprompt-state", first, 50)
-        second = cli("label", src, "--labels", LABELS, "--out", tmp_path / "day.jsonl", check=False)
+        second = cli_process("label", src, "--labels", LABELS, "--out", tmp_path / "day.jsonl", check=False)
         assert second.returncode == 5, second.stderr
         assert b"day.rejects.jsonl: another rosprompt run" in second.stderr
         assert b"pass --rejects FILE" in second.stderr

@@ -10,9 +10,10 @@ import torch
 from conftest import SAMPLES, SIB, SIB_LABELS, requires_sib
 
 
-def test_eval_on_samples_is_well_above_chance(cli, tmp_path):
+def test_eval_on_samples_is_well_above_chance(cli_process, tmp_path):
+    """The smoke test of `eval` in a real process."""
     out = tmp_path / "m.json"
-    proc = cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--lang-col", "lang",
+    proc = cli_process("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--lang-col", "lang",
                "--no-prompt", "--output", out)
     report = json.loads(out.read_text())
     assert report["n"] == 315
@@ -114,7 +115,8 @@ def test_corrupt_prompt_file_is_a_one_line_error(cli, tmp_path):
     assert b"corrupt prompt file" in proc.stderr and b"Traceback" not in proc.stderr
 
 
-def test_train_and_eval_from_a_datasets_folder(cli, tmp_path):
+def test_train_and_eval_from_a_datasets_folder(cli, cli_process, tmp_path):
+    """The smoke test of `train` in a real process."""
     import datasets
     import polars as pl
 
@@ -126,7 +128,7 @@ def test_train_and_eval_from_a_datasets_folder(cli, tmp_path):
     )
     datasets.DatasetDict({"train": ds, "test": ds.select(range(14))}).save_to_disk(str(tmp_path / "ds"))
     out = tmp_path / "p.safetensors"
-    cli("train", tmp_path / "ds", "--shots", "2", "--epochs", "1", "--prompt-len", "4", "--out", out)
+    cli_process("train", tmp_path / "ds", "--shots", "2", "--epochs", "1", "--prompt-len", "4", "--out", out)
     metrics = tmp_path / "m.json"
     cli("eval", tmp_path / "ds", "--prompt", out, "--output", metrics)
     report = json.loads(metrics.read_text())
@@ -139,6 +141,19 @@ def test_eval_on_a_sib200_dev_file(cli, tmp_path):
     cli("eval", SIB / "dev" / "swh_Latn.tsv", "--label-col", "category", "--no-prompt", "--output", metrics)
     report = json.loads(metrics.read_text())
     assert report["n"] == 99 and report["accuracy"] > 0.3
+
+
+@requires_sib
+def test_train_on_a_tsv_with_its_label_in_another_column(cli, tmp_path):
+    """README's SIB-200 training line (8 shots per class, seed 1), in one epoch."""
+    from rosprompt_cli.prompt import SoftPrompt
+
+    out = tmp_path / "sib8.safetensors"
+    cli("train", SIB / "eng_Latn" / "train.tsv", "--label-col", "category", "--shots", "8", "--seed", "1",
+        "--epochs", "1", "--prompt-len", "4", "--out", out)
+    meta = SoftPrompt.load(out).meta
+    assert sorted(meta.train_labels) == sorted(SIB_LABELS.split(","))
+    assert meta.metrics["train_examples"] == 56 and meta.hyperparameters["seed"] == 1
 
 
 def _ingredient_run():

@@ -41,11 +41,11 @@ def _comparable(summary: dict) -> dict:
 
 
 @pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
-def test_label_job_writes_the_bytes_the_cli_writes(cli, rosprompt_home, tmp_path, prompt_args):
+def test_label_job_writes_the_bytes_the_cli_writes(cli_process, rosprompt_home, tmp_path, prompt_args):
     src = tmp_path / "in.jsonl"
     src.write_text("".join((SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8").splitlines(True)[:60]),
                    encoding="utf-8")
-    cli("label", src, "--labels", LABELS, "--top-k", "2", "--out", tmp_path / "cli.jsonl",
+    cli_process("label", src, "--labels", LABELS, "--top-k", "2", "--out", tmp_path / "cli.jsonl",
         "--summary", tmp_path / "cli.json", *prompt_args)
     events: list = []
     result = run_label(
@@ -66,9 +66,9 @@ def test_label_job_writes_the_bytes_the_cli_writes(cli, rosprompt_home, tmp_path
 
 
 @pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
-def test_eval_job_reports_the_metrics_the_cli_reports(cli, rosprompt_home, tmp_path, prompt_args):
+def test_eval_job_reports_the_metrics_the_cli_reports(cli_process, rosprompt_home, tmp_path, prompt_args):
     src = str(SAMPLES / "news_multilingual.csv")
-    cli("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json", *prompt_args)
+    cli_process("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json", *prompt_args)
     spec = ScorerSpec(use_prompt=not prompt_args)
     result = run_eval(EvalJob(src, label_col="category", lang_col="lang", scorer=spec))
     assert json.loads(json.dumps(result.as_dict())) == json.loads((tmp_path / "m.json").read_text())

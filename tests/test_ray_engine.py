@@ -14,6 +14,22 @@ import pytest
 from conftest import SAMPLES, SIB_LABELS
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install -e '.[ray]'")
+# every test of this file on one pytest worker, sharing one Ray instance (pyproject: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance(rosprompt_home: Path):
+    """One local Ray instance for every test here: each `--engine ray` run in this process joins
+    it (ray_engine.connect) instead of starting and stopping its own."""
+    import ray
+
+    from rosprompt_cli.ray_engine import connect
+
+    started = connect(ray)
+    yield
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +127,7 @@ def test_ray_reads_tsv_as_the_local_engine_does(cli, tmp_path):
     """Plain tab-separated values (a quote is text), a wholly quoted field unquoted, empty is null."""
     src = tmp_path / "in.tsv"
     src.write_bytes(b'text\tid\n"Quoted" text\t1\nplain\t2\n"open quote\t3\n"""She said so,"" he wrote."\t4\n\t5\n')
-    cli("label", src, "--labels", SIB_LABELS, "--engine", "ray", "--out", tmp_path / "ray.parquet")
+    cli("label", src, "--labels", SIB_LABELS, "--engine", "ray", "--num-workers", "1", "--out", tmp_path / "ray.parquet")
     cli("label", src, "--labels", SIB_LABELS, "--out", tmp_path / "local.parquet")
     on_ray, local = pl.read_parquet(tmp_path / "ray.parquet"), pl.read_parquet(tmp_path / "local.parquet")
     assert on_ray.get_column("text").to_list() == local.get_column("text").to_list() == [

@@ -1,6 +1,8 @@
 """Every ```bash block of README.md, run in order in a fresh folder as a user would paste the
-lines after the Quickstart. ```sh blocks are templates that need what a test cannot have (a Ray
-cluster, the model hub, a model or dataset of your own) and are not run."""
+lines after the Quickstart, each line through the installed `rosprompt` in a real process.
+```sh blocks are templates and are not run: they need what a test cannot have (a Ray cluster,
+the model hub, a model or dataset of your own), or they repeat a ```bash example on other data
+(training on SIB-200's English split, which test_cli_train_eval runs in a few epochs)."""
 
 from __future__ import annotations
 
@@ -37,14 +39,14 @@ def test_readme_bash_lines_are_found():
 
 
 @pytest.mark.slow
-def test_readme_examples_run_as_written(cli, tmp_path):
+def test_readme_examples_run_as_written(cli_process, tmp_path):
     clone = tmp_path / "rosprompt"  # what a user has after the Quickstart: the clone, installed
     clone.mkdir()
     for folder in ("samples", "prompts"):
         shutil.copytree(REPO / folder, clone / folder)
     if SHARED.is_dir():
         (tmp_path / "shared").symlink_to(SHARED)
-    env = cli.env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = cli_process.env | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     ran = []
     for line in bash_lines((REPO / "README.md").read_text(encoding="utf-8")):
         if "python -m pytest" in line:

@@ -222,7 +222,7 @@ def test_a_graph_that_cannot_be_fused_is_exported_plain_and_still_exact(tiny_bac
     assert sorted(p.name for p in entry.folder.iterdir()) == ["encoder.onnx", "meta.json"]
 
 
-def test_runtime_onnx_without_onnxruntime_says_how_to_install_it(cli, tiny_mlm_dir, tmp_path):
+def test_runtime_onnx_without_onnxruntime_says_how_to_install_it(cli_process, tiny_mlm_dir, tmp_path):
     blocker = tmp_path / "blocked"
     for name in ("onnxruntime", "onnx"):
         (blocker / name).mkdir(parents=True)
@@ -230,12 +230,12 @@ def test_runtime_onnx_without_onnxruntime_says_how_to_install_it(cli, tiny_mlm_d
     env = {"PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
     args = ["label", SAMPLES / "news_multilingual.jsonl", "--labels", SIB_LABELS, "--model", tiny_mlm_dir,
             "--no-prompt"]
-    proc = cli(*args, "--runtime", "onnx", "--out", tmp_path / "a.parquet", check=False, env=env)
+    proc = cli_process(*args, "--runtime", "onnx", "--out", tmp_path / "a.parquet", check=False, env=env)
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert "pip install onnxruntime onnx" in err and "Traceback" not in err
     assert not (tmp_path / "a.parquet").exists()
-    proc = cli(*args, "--out", tmp_path / "b.parquet", env=env)  # auto: torch, without a word of ONNX
+    proc = cli_process(*args, "--out", tmp_path / "b.parquet", env=env)  # auto: torch, without a word of ONNX
     assert "ONNX Runtime" not in proc.stderr.decode()
     assert pl.read_parquet(tmp_path / "b.parquet").height == 315
 

@@ -50,39 +50,53 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Console entry point: user errors become one line on stderr, never a traceback."""
-    debug = "--debug" in sys.argv[1:]
-    install_handlers()
+def run(argv: list[str], scorers: object = None) -> int:
+    """Run one `rosprompt` command line in this process and return its exit code; user errors
+    become one line on stderr, never a traceback. `scorers`: a scorer factory (spec.ScorerCache)
+    that label and eval take their scorer from (commands.common.scorer_source), so that several
+    command lines in one process load the model once; None builds one per command."""
+    debug = "--debug" in argv
     try:
-        app()
+        app(args=argv, prog_name="rosprompt", obj=scorers)
+    except SystemExit as exc:  # click ends every command this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (StdoutClosed, BrokenPipeError):
-        # quietly, as Unix tools do; point stdout at /dev/null so the exit flush cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(ExitCode.STDOUT_CLOSED)
+        return ExitCode.STDOUT_CLOSED
     except RosPromptError as exc:
         if debug:
             raise
         sys.stderr.write(f"rosprompt: error: {exc}\n")
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Interrupted as exc:
         sys.stderr.write(f"rosprompt: {exc.message}\n")
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:
         if debug:
             raise
-        _internal_error(exc)
+        return _internal_error(exc)
     except BaseException as exc:  # a Rust panic inside polars (pyo3's PanicException) is a BaseException
         if debug or type(exc).__name__ != "PanicException":
             raise
-        _internal_error(exc)
+        return _internal_error(exc)
+    return 0
 
 
-def _internal_error(exc: BaseException) -> None:
+def main() -> None:
+    """Console entry point: the command line of this process, with SIGINT/SIGTERM as
+    interruptions and a closed stdout ending the run quietly."""
+    install_handlers()
+    code = run(sys.argv[1:])
+    if code == ExitCode.STDOUT_CLOSED:
+        # quietly, as Unix tools do; point stdout at /dev/null so the exit flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
+
+
+def _internal_error(exc: BaseException) -> int:
     """A bug of ours (or of a library): one line, exit code 3."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     sys.stderr.write(
         f"rosprompt: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback "
         "and please report it)\n"
     )
-    sys.exit(ExitCode.INTERNAL)
+    return ExitCode.INTERNAL

@@ -197,6 +197,11 @@ def scorer_spec(model: str | None, prompt: str | None, no_prompt: bool, verbaliz
                       threads=threads)
 
 
+def scorer_source(ctx: typer.Context) -> Any:
+    """The scorer factory `commands.run` was given (None: each command builds its own)."""
+    return ctx.obj
+
+
 def info(message: str) -> None:
     stderr.print(f"[dim]rosprompt:[/dim] {escape(message)}")
 

@@ -55,6 +55,7 @@ def _tables(report: Report, title: str) -> list[Table]:
 
 
 def evaluate(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Labelled input: file, datasets folder, or hf:NAME[:split].", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
@@ -108,7 +109,7 @@ def evaluate(
         command=shlex.join(["rosprompt", *sys.argv[1:]]),
         adapt=common.adapt_options(adapt, adapt_by, adapt_sample),
     )
-    result = run_eval(job, common.Renderer())
+    result = run_eval(job, common.Renderer(), common.scorer_source(ctx))
     console = Console()
     for table in _tables(result.report, f"{result.source} ({result.note})"):
         console.print(table)

@@ -26,6 +26,7 @@ HELP = (
 
 
 def label(
+    ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Input file, - for stdin, or a folder or quoted glob of files (one format).", show_default=False)],
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
@@ -160,6 +161,6 @@ def label(
     except RosPromptError as exc:
         write_failed_summary(summary_path, input, out, rejects, exc, {"--labels-file": labels_file, "--prompt": prompt})  # a monitor reads the failure
         raise
-    result = run_label(job, common.Renderer())
+    result = run_label(job, common.Renderer(), common.scorer_source(ctx))
     if result.rejected:
         raise typer.Exit(ExitCode.REJECTED)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
 DEFAULT_TEMPERATURE = 0.05
+NAME_MEMO_SIZE = 8  # label-name lists kept per backbone (a lexicon-wide list is about 4 MB)
 
 
 def tokenize(
@@ -87,13 +88,25 @@ class EmbeddingScorer(ScorerBase):
 
     @torch.inference_mode()
     def name_vectors(self, names: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """[N, H] embeddings of label names, phrased with the label template, without the prompt."""
+        """[N, H] embeddings of label names, phrased with the label template, without the prompt.
+
+        Kept on the backbone by the whole list (NAME_MEMO_SIZE lists): the same names again, in
+        the same order, give the same batches, so the memo returns exactly what would be
+        computed; a run that labels several inputs, or trains again, embeds them once."""
+        memo = self.backbone.name_vector_memo
+        key = (self.label_template, self.text_prefix, batch_size, tuple(names))
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
         vectors = []
         for start in range(0, len(names), batch_size):
             chunk = [self.label_template.format(n) for n in names[start : start + batch_size]]
             enc = tokenize(self.backbone, chunk, self.text_prefix, 0)
             vectors.append(prompted_embeddings(self.backbone, enc["input_ids"], enc["attention_mask"], None))
-        return torch.cat(vectors)
+        memo[key] = torch.cat(vectors)
+        while len(memo) > NAME_MEMO_SIZE:
+            memo.popitem(last=False)
+        return memo[key]
 
     @torch.inference_mode()
     def label_vectors(self, label_set: LabelSet) -> torch.Tensor:
