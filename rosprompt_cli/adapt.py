@@ -88,10 +88,11 @@ class Centres:
         sums.add(vectors, groups)
         return sums.centres()
 
-    def centre(self, vectors: torch.Tensor, groups: Sequence[str]) -> torch.Tensor:
+    def centre(self, vectors: torch.Tensor, groups: Sequence[str] | np.ndarray) -> torch.Tensor:
         """Text vectors [B, H] minus their group's mean, normalised again (the scores are cosines)."""
-        means = np.stack([self.means.get(group, self.fallback) for group in groups])
-        shifted = vectors.float() - torch.from_numpy(means).to(vectors.device)
+        names, row_group = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+        table = np.stack([self.means.get(str(name), self.fallback) for name in names])  # one row per group
+        shifted = vectors.float() - torch.from_numpy(table[row_group.reshape(-1)]).to(vectors.device)
         return F.normalize(shifted, dim=-1).to(vectors.dtype)
 
     def digest(self) -> str:

@@ -8,17 +8,18 @@ the whole `rosprompt eval` (load the data, build the scorer, evaluate, write the
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from rosprompt_cli.adapt import AdaptOptions, Centres, estimate_centres, refuse_adapt
+from rosprompt_cli.batching import Batching
 from rosprompt_cli.errors import RosPromptError, write_failed
-from rosprompt_cli.events import OnEvent, ignore, info
+from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info
 from rosprompt_cli.examples import LabelledData, load_labelled
-from rosprompt_cli.frames import score_texts, text_vectors_in_order
+from rosprompt_cli.frames import batching_for, score_texts, text_vectors_in_order
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.paths import refuse_shared_paths, write_text_atomically
@@ -30,17 +31,20 @@ EVAL_SPLITS = ("test", "validation", "dev")  # a dataset's split to evaluate on,
 
 
 def predict(
-    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
+    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[str]:
     """The best label of each text, scored with exactly the names of `label_set`."""
-    return predict_with_scores(scorer, texts, label_set, batch_size)[0]
+    return predict_with_scores(scorer, texts, label_set, batch_size, max_batch_tokens)[0]
 
 
 def predict_with_scores(
-    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None
+    scorer: Scorer, texts: list[str], label_set: LabelSet, batch_size: int | None = None,
+    max_batch_tokens: int | None = None, on_rows: Callable[[int], None] | None = None,
 ) -> tuple[list[str], list[float]]:
     """The best label of each text and its score (the `score` column `label` writes)."""
-    probs = score_texts(scorer, texts, scorer.label_vectors(label_set), batch_size)
+    probs = score_texts(scorer, texts, scorer.label_vectors(label_set),
+                        batching_for(scorer, batch_size, max_batch_tokens), on_rows)
     best = probs.max(-1)
     names = label_set.names
     return [names[j] for j in best.indices.tolist()], best.values.tolist()
@@ -57,24 +61,26 @@ def check_gold_labels(data: LabelledData, label_set: LabelSet) -> None:
 def evaluate(
     scorer: Scorer, data: LabelledData, label_set: LabelSet, batch_size: int | None = None,
     lexicon: bool | None = None, adapt: AdaptOptions | None = None, groups: Sequence[str] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> Report:
     """Accuracy, macro-F1, per-label and per-language metrics of `scorer` on `data`. `lexicon`:
     None for the default (lexicon names only without a prompt), as the CLI. `adapt`: centre the
     text vectors on `data` (adapt.py), per value of `groups` (one per row) when adapt.by is set."""
     check_gold_labels(data, label_set)
     scored, _ = label_set_for(scorer, label_set, lexicon)
-    return _report(scorer, data, scored, batch_size, adapt, groups)[0]
+    return _report(scorer, data, scored, batching_for(scorer, batch_size, max_batch_tokens), adapt, groups)[0]
 
 
 def _report(
-    scorer: Scorer, data: LabelledData, scored: LabelSet, batch_size: int | None,
+    scorer: Scorer, data: LabelledData, scored: LabelSet, batching: Batching,
     adapt: AdaptOptions | None = None, groups: Sequence[str] | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[Report, Centres | None]:
     if adapt is None:
-        predictions, scores = predict_with_scores(scorer, data.texts, scored, batch_size)
+        predictions, scores = predict_with_scores(scorer, data.texts, scored, batching.rows, batching.tokens, on_rows)
         return evaluate_predictions(data.labels, predictions, scored.names, data.languages, scores), None
     refuse_adapt(scorer)
-    vectors = text_vectors_in_order(scorer, data.texts, batch_size)
+    vectors = text_vectors_in_order(scorer, data.texts, batching, on_rows)
     return adapted_report(scorer, vectors, data, scored, adapt, groups)
 
 
@@ -113,6 +119,7 @@ class EvalJob:
     scorer: ScorerSpec = field(default_factory=ScorerSpec)
     lexicon: bool | None = None
     batch_size: int | None = None
+    max_batch_tokens: int | None = None
     fmt: str | None = None
     split: str | None = None
     output: str | None = None
@@ -162,7 +169,13 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore, scorer: Scorer | ScorerFa
     note = scorer.prompt_note + lexicon_note
     info(on_event, f"{scorer.backbone.name} ({scorer.backbone.execution}), {note}, {len(scored)} labels, "
                    f"{len(data):,} rows")
-    report, centres = _report(scorer, data, scored, job.batch_size, job.adapt, groups)
+    batching = batching_for(scorer, job.batch_size, job.max_batch_tokens)
+    on_event(RowsStarted("scoring", len(data)))
+    try:
+        report, centres = _report(scorer, data, scored, batching, job.adapt, groups,
+                                  on_rows=lambda n: on_event(RowsDone(n)))
+    finally:
+        on_event(RowsFinished())
     if centres is not None:
         note += f", {centres.summary()}"
     result = EvalResult(report, data.source, note, scorer.backbone.name)

@@ -18,17 +18,23 @@ class Notice:
 
 @dataclass(frozen=True)
 class RowsStarted:
-    """Labelling (or scoring) of `total` rows begins; `description` says what is being done."""
+    """Work on `total` items begins (rows to label or score; epochs to train: `unit`);
+    `description` says what is being done."""
 
     description: str
     total: int | None = None
+    unit: str = "rows"
 
 
 @dataclass(frozen=True)
 class RowsDone:
-    """`count` more rows are done."""
+    """`count` more items are done (labelling: after every forward pass); `note`: what to show
+    beside the count, such as the last epoch's loss; `earlier`: done by an earlier run (the rows
+    a resumed run starts after), so not part of this run's speed."""
 
     count: int
+    note: str = ""
+    earlier: bool = False
 
 
 @dataclass(frozen=True)

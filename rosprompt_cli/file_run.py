@@ -24,6 +24,8 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import polars as pl
+
 from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
 from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.formats import STDIO, format_from_path
@@ -31,6 +33,7 @@ from rosprompt_cli.frames import (
     LabelOptions,
     OutputColumns,
     adapt_groups,
+    batching_for,
     label_frames,
     text_vectors_in_order,
     texts_with_text,
@@ -41,6 +44,7 @@ from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_unwritable, sidecar
 from rosprompt_cli.paths import sha256_file, write_json_atomically
+from rosprompt_cli.pipeline import StageTimes, write_all
 from rosprompt_cli.resume import DoneRecord, RunState, value_digest
 from rosprompt_cli.summary import RunSummary, tally_labels
 from rosprompt_cli.verbalizers import Scorer
@@ -204,8 +208,12 @@ class FileRun:
         }
 
     def execute(
-        self, scorer: Scorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None
+        self, scorer: Scorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None,
+        on_resumed: Callable[[int], None] | None = None,
     ) -> RunSummary:
+        """Label the rows `prepare` checked. `on_rows(n)`: n more rows done (after every forward
+        pass, and the blank rows of each chunk); `on_resumed(n)`: a resumed run starts after the n
+        rows an earlier run labelled."""
         assert self.report is not None, "prepare() first"
         if self.options.adapt is not None:
             refuse_adapt(scorer)
@@ -229,8 +237,8 @@ class FileRun:
             summary.labelled = int(progress["labelled"])
             summary.empty_text = int(progress["empty_text"])
             summary.label_counts = Counter(progress["label_counts"])
-            if on_rows:
-                on_rows(summary.rows)
+            if on_resumed:
+                on_resumed(summary.rows)
         writer = TableWriter(
             self.request.out, self.out_fmt, force=self.request.force or self.request.resume,
             resume_from=progress["writer"] if progress else None,
@@ -239,30 +247,36 @@ class FileRun:
         started = time.perf_counter()
         saved_rows = summary.rows  # where a resumed run would continue
         centres: Centres | None = None
+        times = StageTimes()
+
+        def write(out: pl.DataFrame) -> None:  # the write stage (pipeline.py), in its own thread
+            nonlocal saved_rows
+            writer.write(out)
+            tally_labels(self.summary, out.get_column(self.options.label_col))
+            if state is not None:
+                progress_now = {
+                    "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
+                    "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
+                    "centres": centres.digest() if centres is not None else None,
+                }
+                try:
+                    state.save(progress_now)
+                except OSError as exc:
+                    raise write_failed(state.path, exc) from exc
+                saved_rows = summary.rows
+
         try:
             if self.options.adapt is not None:
                 centres = self._centres(scorer, progress)
                 summary.adapt = centres.summary()
             frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
-            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors, centres)) as labelled:
-                for out in labelled:
-                    writer.write(out)
-                    tally_labels(self.summary, out.get_column(self.options.label_col))
-                    if state is not None:
-                        progress_now = {
-                            "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
-                            "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
-                            "centres": centres.digest() if centres is not None else None,
-                        }
-                        try:
-                            state.save(progress_now)
-                        except OSError as exc:
-                            raise write_failed(state.path, exc) from exc
-                        saved_rows = summary.rows
-                    if on_rows:
-                        on_rows(out.height)
+            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors, centres, times,
+                                      on_rows)) as labelled:
+                write_all(labelled, write, times)
             summary.seconds = time.perf_counter() - started
-            writer.commit()
+            with times.timing("write"):
+                writer.commit()
+            summary.stage_seconds = times.as_dict()
         except Interrupted as stop:
             summary.seconds = time.perf_counter() - started
             summary.status = "interrupted"
@@ -335,8 +349,8 @@ class FileRun:
                 valid, texts = texts_with_text(frame, self.options.text_col)
                 yield texts, adapt_groups(frame, valid, adapt)
 
-        centres = estimate_streaming(
-            rows, adapt, lambda texts: text_vectors_in_order(scorer, texts, self.options.batch_size).numpy())
+        batching = batching_for(scorer, self.options.batch_size, self.options.max_batch_tokens)
+        centres = estimate_streaming(rows, adapt, lambda texts: text_vectors_in_order(scorer, texts, batching).numpy())
         if self.target is not None:
             try:
                 write_json_atomically(self._centres_file(), centres.as_dict())

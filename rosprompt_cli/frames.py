@@ -1,32 +1,34 @@
 """Labelling frames: a polars frame in, the same frame with the prediction columns out.
 
-`label_frames` streams frames through a scorer (the next one read and tokenised in a thread);
-`prepare_frame` (tokenise) and `label_prepared` (score, add columns) are its two halves, which
-the Ray workers call directly. `OutputColumns` names the added columns, once.
+`label_frames` streams frames through a scorer along the stages of pipeline.py; `prepare_frame`
+(check and tokenise) and `label_prepared` (score and assemble) are its two halves, which the Ray
+workers call directly. `OutputColumns` names the added columns, once; `assemble` adds them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import torch
 
 from rosprompt_cli.adapt import AdaptOptions, Centres
-from rosprompt_cli.batching import EncodedTexts
+from rosprompt_cli.batching import Batching
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.prefetch import prefetched
+from rosprompt_cli.pipeline import Chunk, ChunkScores, StageTimes, labelled_frames, score_chunk, text_vectors
 from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 
 @dataclass
 class LabelOptions:
     text_col: str = "text"
-    batch_size: int | None = None  # None: the scorer's default for its device
+    batch_size: int | None = None  # texts per forward pass; None: the scorer's default for its device
+    max_batch_tokens: int | None = None  # tokens per forward pass; None: the scorer's default for its device
     top_k: int = 1
     multi_label: bool = False
     threshold: float = 0.3
@@ -38,6 +40,8 @@ class LabelOptions:
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise RosPromptError("--batch-size must be at least 1")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise RosPromptError("--max-batch-tokens must be at least 1")
         if self.top_k < 1:
             raise RosPromptError("--top-k must be at least 1")
         if not 0.0 <= self.threshold <= 1.0:
@@ -98,53 +102,31 @@ class OutputColumns:
             )
 
 
-Centring = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (text vectors, their positions) -> centred
+def batching_for(scorer: Scorer, batch_size: int | None = None, max_batch_tokens: int | None = None) -> Batching:
+    """The forward passes a run makes: the scorer's default for its device, where not given."""
+    default = scorer.default_batching
+    return Batching(batch_size or default.rows, max_batch_tokens or default.tokens)
 
 
-def score_encoded(
-    scorer: Scorer, encoded: EncodedTexts, label_vectors: LabelVectors, batch_size: int | None = None,
-    centre: Centring | None = None,
-) -> torch.Tensor:
-    """Probabilities [N, L] in input order, from length-bucketed batches; `centre`: --adapt."""
-    probs = torch.empty(len(encoded), scorer.label_count(label_vectors))
-    for positions, input_ids, attention_mask in encoded.batches(batch_size or scorer.default_batch_size):
-        vectors = scorer.batch_vectors(input_ids, attention_mask)
-        if centre is not None:
-            vectors = centre(vectors, positions)
-        probs[positions] = torch.softmax(scorer.logits(vectors, label_vectors), dim=-1).float().cpu()
-    return probs
-
-
-def text_vectors_in_order(scorer: Scorer, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+def text_vectors_in_order(scorer: Scorer, texts: list[str], batching: Batching | None = None,
+                          on_rows: Callable[[int], None] | None = None) -> torch.Tensor:
     """The scorer's text vectors [N, H] of `texts`, in input order, as float32 on the CPU."""
-    vectors = torch.empty(0, 0)
-    for positions, input_ids, attention_mask in scorer.encode(texts).batches(batch_size or scorer.default_batch_size):
-        batch = scorer.batch_vectors(input_ids, attention_mask).float().cpu()
-        if vectors.numel() == 0:
-            vectors = torch.empty(len(texts), batch.shape[1])
-        vectors[positions] = batch
-    return vectors
+    return text_vectors(scorer, scorer.encode(texts), batching or scorer.default_batching, on_rows).float().cpu()
 
 
 def score_texts(
-    scorer: Scorer, texts: list[str], label_vectors: LabelVectors, batch_size: int | None = None
+    scorer: Scorer, texts: list[str], label_vectors: LabelVectors, batching: Batching | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Probabilities [N, L] in input order."""
-    return score_encoded(scorer, scorer.encode(texts), label_vectors, batch_size)
+    """Probabilities [N, L] in input order; `on_rows`: progress, after every forward pass."""
+    scores = score_chunk(scorer, scorer.encode(texts), label_vectors, batching or scorer.default_batching,
+                         on_batch=on_rows)
+    return torch.from_numpy(scores.probs)
 
 
 # What str.strip() removes (the input pre-pass counts blank texts with it), for polars, whose
 # own default set differs in a few control characters. None lies beyond U+3000.
 PYTHON_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
-
-
-@dataclass
-class PreparedFrame:
-    """A frame with its usable texts tokenised: the part of labelling that needs no model run."""
-
-    frame: pl.DataFrame
-    valid: np.ndarray  # [N] bool: the row has non-blank text
-    encoded: EncodedTexts  # the valid rows' texts, in row order
 
 
 def texts_with_text(frame: pl.DataFrame, text_col: str) -> tuple[np.ndarray, list[str]]:
@@ -154,17 +136,23 @@ def texts_with_text(frame: pl.DataFrame, text_col: str) -> tuple[np.ndarray, lis
     return valid, text.filter(pl.Series(valid)).to_list()
 
 
-def adapt_groups(frame: pl.DataFrame, valid: np.ndarray, adapt: AdaptOptions) -> list[str]:
-    """The --adapt group of each row with text."""
+def adapt_groups(frame: pl.DataFrame, valid: np.ndarray, adapt: AdaptOptions) -> np.ndarray:
+    """The --adapt group of each row with text (AdaptOptions.group_of, over the whole column)."""
     if adapt.by is None:
-        return [adapt.group_of(None)] * int(valid.sum())
+        return np.full(int(valid.sum()), adapt.group_of(None), dtype=object)
     values = frame.get_column(adapt.by).cast(pl.String, strict=False).filter(pl.Series(valid))
-    return [adapt.group_of(value) for value in values.to_list()]
+    return values.fill_null(adapt.group_of(None)).to_numpy().astype(object)
 
 
-def prepare_frame(frame: pl.DataFrame, scorer: Scorer, text_col: str) -> PreparedFrame:
-    valid, texts = texts_with_text(frame, text_col)
-    return PreparedFrame(frame, valid, scorer.encode(texts))
+def prepare_frame(frame: pl.DataFrame, scorer: Scorer, options: LabelOptions, times: StageTimes | None = None) -> Chunk:
+    """The check and tokenise stages of one frame."""
+    times = times or StageTimes()
+    with times.timing("check"):
+        valid, texts = texts_with_text(frame, options.text_col)
+        groups = adapt_groups(frame, valid, options.adapt) if options.adapt is not None else None
+    with times.timing("tokenise"):
+        encoded = scorer.encode(texts)
+    return Chunk(frame, valid, encoded, groups)
 
 
 def _label_series(names: pl.Series, indices: np.ndarray, valid: np.ndarray) -> pl.Series:
@@ -177,51 +165,69 @@ def _score_series(values: np.ndarray, valid: np.ndarray) -> pl.Series:
     return pl.Series(rounded, dtype=pl.Float64, nan_to_null=True)
 
 
-def _group_centring(centres: Centres, groups: list[str]) -> Centring:
-    """Centring for the rows with text of one frame, whose groups are `groups`."""
-    def centre(vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return centres.centre(vectors, [groups[i] for i in positions.tolist()])
-    return centre
+def _spread(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows of the valid rows' `values`, in place among all the frame's rows (zeros elsewhere)."""
+    full = np.zeros((valid.shape[0], *values.shape[1:]), dtype=values.dtype)
+    full[valid] = values
+    return full
 
 
-def label_prepared(
-    prepared: PreparedFrame,
-    scorer: Scorer,
-    label_set: LabelSet,
-    label_vectors: LabelVectors,
-    options: LabelOptions,
-    centres: Centres | None = None,
-) -> pl.DataFrame:
-    """The input frame, unchanged and in order, plus the prediction columns. `centres`: with
-    options.adapt, the text vectors are centred on them."""
-    frame, valid = prepared.frame, prepared.valid
+def _multi_labels(probs: np.ndarray, valid: np.ndarray, names: list[str], threshold: float) -> pl.Series:
+    """Every label with probability >= threshold, most probable first (equal ones: the name that
+    sorts last first), joined by '|'; '' when none is; null for a row without text."""
+    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort((np.broadcast_to(-name_rank, probs.shape), -probs.astype(np.float64)), axis=-1)
+    chosen = np.take_along_axis(probs.astype(np.float64) >= threshold, order, axis=-1)
+    flat = np.array(names, dtype=object)[order][chosen]
+    offsets = np.concatenate([[0], np.cumsum(chosen.sum(axis=1))]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat.tolist(), type=pa.string()))
+    joined = pl.from_arrow(lists).list.join("|")  # type: ignore[union-attr]
+    return joined.scatter(np.flatnonzero(~valid), None) if len(joined) else joined
+
+
+def assemble(chunk: Chunk, scores: ChunkScores, label_set: LabelSet, options: LabelOptions) -> pl.DataFrame:
+    """The input frame, unchanged and in order, plus the prediction columns."""
+    frame, valid = chunk.frame, chunk.valid
     columns = OutputColumns(tuple(label_set.names), options)
-    probs = np.zeros((frame.height, len(label_set)), dtype=np.float32)
-    centre = None
-    if centres is not None and options.adapt is not None:
-        centre = _group_centring(centres, adapt_groups(frame, valid, options.adapt))
-    if len(prepared.encoded):
-        probs[valid] = score_encoded(scorer, prepared.encoded, label_vectors, options.batch_size, centre).numpy()
-    top_p, top_i = torch.from_numpy(probs).topk(columns.ranks, dim=-1)
-    top_p, top_i = top_p.numpy(), top_i.numpy()
+    top_p, top_i = _spread(scores.top_p, valid), _spread(scores.top_i, valid)
     names = pl.Series(label_set.names, dtype=pl.String)
     new: dict[str, pl.Series] = {}
     for rank in range(1, columns.ranks + 1):
         new[columns.label(rank)] = _label_series(names, top_i[:, rank - 1], valid)
         new[columns.score(rank)] = _score_series(top_p[:, rank - 1], valid)
-    if options.multi_label:
-        chosen: list[str | None] = []
-        for row, ok in zip(probs.tolist(), valid.tolist()):
-            if not ok:
-                chosen.append(None)
-                continue
-            picked = sorted((p, label_set.names[j]) for j, p in enumerate(row) if p >= options.threshold)
-            chosen.append("|".join(name for _, name in reversed(picked)))
-        new[columns.multi] = pl.Series(chosen, dtype=pl.String)
-    if options.all_scores:
-        for j, name in enumerate(label_set.names):
-            new[columns.score_of(name)] = _score_series(probs[:, j], valid)
+    if options.multi_label or options.all_scores:
+        probs = _spread(scores.probs, valid)
+        if options.multi_label:
+            new[columns.multi] = _multi_labels(probs, valid, list(label_set.names), options.threshold)
+        if options.all_scores:
+            for j, name in enumerate(label_set.names):
+                new[columns.score_of(name)] = _score_series(probs[:, j], valid)
     return frame.with_columns(**new)
+
+
+def label_prepared(
+    chunk: Chunk,
+    scorer: Scorer,
+    label_set: LabelSet,
+    label_vectors: LabelVectors,
+    options: LabelOptions,
+    centres: Centres | None = None,
+    times: StageTimes | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> pl.DataFrame:
+    """The score and assemble stages of one frame. `centres`: with options.adapt, the text vectors
+    are centred on them. `on_rows`: progress, per batch scored (and the blank rows at the end)."""
+    times = times or StageTimes()
+    centre = partial(centres.centre, groups=chunk.groups) if centres is not None and chunk.groups is not None else None
+    with times.timing("score"):
+        scores = score_chunk(scorer, chunk.encoded, label_vectors,
+                             batching_for(scorer, options.batch_size, options.max_batch_tokens),
+                             OutputColumns(tuple(label_set.names), options).ranks, centre, on_rows)
+    with times.timing("assemble"):
+        labelled = assemble(chunk, scores, label_set, options)
+    if on_rows is not None and len(chunk.encoded) < chunk.frame.height:
+        on_rows(chunk.frame.height - len(chunk.encoded))
+    return labelled
 
 
 def label_frames(
@@ -231,12 +237,18 @@ def label_frames(
     options: LabelOptions,
     label_vectors: LabelVectors | None = None,
     centres: Centres | None = None,
+    times: StageTimes | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """Label a stream of frames; the next frame is read and tokenised in a thread while this one
-    is scored. Closing this generator stops that thread. `label_vectors`: the label set's, if
-    already computed; `centres`: the --adapt centres."""
+    """Label a stream of frames (pipeline.labelled_frames: the next frames are read and tokenised
+    in a thread while this one is scored). Closing this generator stops that thread.
+    `label_vectors`: the label set's, if already computed; `centres`: the --adapt centres;
+    `times`: the stages' seconds are added there; `on_rows`: progress, per batch."""
     if label_vectors is None:
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
-    with closing(prefetched(prepare_frame(frame, scorer, options.text_col) for frame in frames)) as chunks:
-        for prepared in chunks:
-            yield label_prepared(prepared, scorer, label_set, label_vectors, options, centres)
+    times = times or StageTimes()
+    return labelled_frames(
+        frames, lambda frame: prepare_frame(frame, scorer, options, times),
+        lambda chunk: label_prepared(chunk, scorer, label_set, label_vectors, options, centres, times, on_rows),
+        times,
+    )

@@ -220,7 +220,8 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
                        f"{len(label_set)} labels")
     on_event(RowsStarted("labelling", report.rows))
     try:
-        done = run.execute(scorer, label_set, on_rows=lambda n: on_event(RowsDone(n)))
+        done = run.execute(scorer, label_set, on_rows=lambda n: on_event(RowsDone(n)),
+                           on_resumed=lambda n: on_event(RowsDone(n, earlier=True)))
     finally:
         on_event(RowsFinished())
     if done.status == "complete":

@@ -126,8 +126,8 @@ class LabelWorker:
 
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
-        prepared = prepare_frame(frame, self.scorer, self.options.text_col)
-        labelled = label_prepared(prepared, self.scorer, self.label_set, self.label_vectors, self.options)
+        chunk = prepare_frame(frame, self.scorer, self.options)
+        labelled = label_prepared(chunk, self.scorer, self.label_set, self.label_vectors, self.options)
         # Arrow types every reader and writer of Ray agrees on (no string views).
         return labelled.to_arrow(compat_level=pl.CompatLevel.oldest())
 

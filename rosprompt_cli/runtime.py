@@ -186,6 +186,7 @@ def _session(graph: Path, threads: int | None) -> Any:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only
     return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
 

@@ -115,6 +115,7 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
 
 
 ScorerFactory = Callable[[ScorerSpec], Scorer]
+_TORCH_THREADS = torch.get_num_threads()  # torch's own choice, before any scorer set it
 
 
 def scorer_for(spec: ScorerSpec, given: Scorer | ScorerFactory | None = None) -> Scorer:
@@ -185,14 +186,18 @@ def default_threads() -> int | None:
 
 def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
     """Set the threads and put the encoder on `runtime` (onnx: the cached export, runtime.py;
-    torch: loaded now, so that its load is not timed as part of the first batch)."""
+    torch: loaded now, so that its load is not timed as part of the first batch).
+
+    On ONNX Runtime, torch only joins the pieces (the embedding lookup, pooling, one product per
+    chunk with the label vectors): one torch thread, so that torch's threads never wait for cores
+    that ONNX Runtime and the tokenizer are using (bench/results/cpu_side.md)."""
     threads = spec.threads or default_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or _TORCH_THREADS)
     if runtime == "onnx":
         try:
             backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]
             backbone.runtime = "onnx"
+            torch.set_num_threads(1)
         except RosPromptError as exc:
             if spec.runtime != "auto":
                 raise

@@ -54,6 +54,9 @@ class RunSummary:
     rejects_file: str | None = None
     resumed_from_row: int = 0
     seconds: float = 0.0
+    # busy seconds of each stage of the pipeline (pipeline.STAGES); they overlap, so the largest
+    # one, not their sum, bounds the run: the stage to look at when a run is slow
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     label_counts: Counter = field(default_factory=Counter)
     model: dict = field(default_factory=dict)
     prompt: str | None = None
@@ -97,8 +100,12 @@ def combined(summaries: list[dict], status: str, error: str | None, skipped: lis
     totals = {key: sum(one.get(key, 0) for one in summaries)
               for key in ("rows_read", "rows", "labelled", "empty_text", "rejected", "seconds")}
     totals["seconds"] = round(totals["seconds"], 3)
+    stages: Counter = Counter()
+    for one in summaries:
+        stages.update(one.get("stage_seconds", {}))
     return {
         "engine": "local", "status": status, "error": error, **totals,
+        "stage_seconds": {stage: round(seconds, 3) for stage, seconds in stages.items()},
         "rows_per_second": _rate(totals["rows"], totals["seconds"]),
         "label_counts": dict(label_counts.most_common()),
         "skipped_complete": skipped,

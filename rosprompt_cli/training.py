@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from rosprompt_cli.backbone import Backbone, load_backbone
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.events import OnEvent, ignore, info
+from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info
 from rosprompt_cli.examples import LabelledData, load_labelled
 from rosprompt_cli.labels import GIVEN, LabelSet
 from rosprompt_cli.lexicon import names_by_language, open_world_negatives
@@ -410,11 +410,16 @@ def run_train(job: TrainJob, on_event: OnEvent = ignore, backbone: Backbone | No
     def report(log: EpochLog) -> None:
         dev_part = f", dev loss {log.dev_loss:.4f}, dev acc {log.dev_accuracy:.3f}" if log.dev_loss is not None else ""
         info(on_event, f"epoch {log.epoch}/{config.epochs}: train loss {log.train_loss:.4f}{dev_part}")
+        on_event(RowsDone(1, note=f"train loss {log.train_loss:.4f}{dev_part}"))
 
     extra = names_by_language(label_set) if job.lexicon else None
     negative_topics = open_world_negatives(label_set, None if job.lexicon else {GIVEN}) if job.negatives else None
-    prompt = train_prompt(backbone, data, label_set, config, dev, on_epoch=report, extra_names=extra,
-                          negatives=negative_topics)
+    on_event(RowsStarted("training", config.epochs, unit="epochs"))
+    try:
+        prompt = train_prompt(backbone, data, label_set, config, dev, on_epoch=report, extra_names=extra,
+                              negatives=negative_topics)
+    finally:
+        on_event(RowsFinished())
     prompt.save(job.out)
     info(on_event, f"saved {job.out} (epoch {prompt.meta.metrics['selected_epoch']} kept)")
     return prompt

@@ -33,7 +33,7 @@ from rosprompt_cli.events import Notice, RowsDone
 
 LABELS = "sports,politics,health"
 # What differs between two runs of the same job: timings, and where the output went.
-RUN_SPECIFIC = {"seconds", "rows_per_second", "output"}
+RUN_SPECIFIC = {"seconds", "stage_seconds", "rows_per_second", "output"}
 
 
 def _comparable(summary: dict) -> dict:

@@ -4,6 +4,7 @@ small amount of terminal output code (rendering the library's events)."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -97,7 +98,16 @@ ScoreBatchSize = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
-        help="Texts per forward pass (texts are grouped by length). Default: 8 on CPU, 128 on CUDA.",
+        help="Most texts per forward pass (texts are grouped by length). Default: 8 on CPU, 512 on CUDA.",
+        show_default=False,
+    ),
+]
+MaxBatchTokens = Annotated[
+    int | None,
+    typer.Option(
+        "--max-batch-tokens",
+        help="Tokens per forward pass (texts x the longest one's tokens; a longer text goes alone): short texts "
+        "then go in larger batches, up to --batch-size. Default: no bound on CPU, 16384 on CUDA.",
         show_default=False,
     ),
 ]
@@ -210,28 +220,97 @@ def warn(message: str) -> None:
     stderr.print(f"[yellow]rosprompt: warning:[/yellow] {escape(message)}")
 
 
-class Renderer:
-    """Shows the library's events on stderr: status lines, and a progress line while rows are
-    labelled when stderr is a terminal."""
+ProgressEvery = Annotated[
+    float | None,
+    typer.Option(
+        "--progress-every",
+        help="When stderr is not a terminal (a cron log): write one progress line every SECONDS (done, of how "
+        "many, per second, time left). Default: none; on a terminal a progress bar moves instead.",
+        show_default=False,
+    ),
+]
 
-    def __init__(self) -> None:
+
+class Renderer:
+    """Shows the library's events on stderr: status lines, and while work goes on either a
+    progress bar (stderr is a terminal) or, with `progress_every`, a progress line every that many
+    seconds (a log): done, of how many, per second, time left."""
+
+    def __init__(self, progress_every: float | None = None) -> None:
+        if progress_every is not None and progress_every <= 0:
+            from rosprompt_cli.errors import RosPromptError
+
+            raise RosPromptError("--progress-every must be a positive number of seconds")
+        self.progress_every = progress_every
         self._progress: Any = None
         self._task: Any = None
+        self._started: RowsStarted | None = None
+        self._done = self._earlier = 0
+        self._note = ""
+        self._since = self._last_line = 0.0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
             (warn if event.warning else info)(event.message)
-        elif isinstance(event, RowsStarted) and sys.stderr.isatty():
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        elif isinstance(event, RowsStarted):
+            self._start(event)
+        elif isinstance(event, RowsDone) and self._started is not None:
+            self._done += event.count
+            self._earlier += event.count if event.earlier else 0
+            self._note = event.note or self._note
+            if self._progress is not None:
+                self._progress.update(self._task, advance=event.count, note=self._note)
+            elif self.progress_every is not None and time.monotonic() - self._last_line >= self.progress_every:
+                self._line()
+        elif isinstance(event, RowsFinished):
+            if self._progress is not None:
+                self._progress.stop()
+            self._progress, self._started = None, None
 
-            total = f" of {event.total:,}" if event.total else ""
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                      TextColumn("{task.completed:,} rows" + total), TimeElapsedColumn(),
-                                      console=stderr, transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task(event.description, total=None)
-        elif isinstance(event, RowsDone) and self._progress is not None:
-            self._progress.advance(self._task, event.count)
-        elif isinstance(event, RowsFinished) and self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+    def _start(self, event: RowsStarted) -> None:
+        self._started, self._done, self._earlier, self._note = event, 0, 0, ""
+        self._since = self._last_line = time.monotonic()
+        if not sys.stderr.isatty():
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
+                                   TimeRemainingColumn)
+        from rich.text import Text
+
+        class Rate(ProgressColumn):
+            """Items per second, as rich measures it over the last moments."""
+
+            def render(self, task: Any) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text("" if speed is None else f"{speed:,.0f} {event.unit}/s")
+
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(event.unit),
+            Rate(), TextColumn("{task.fields[note]}"), TimeRemainingColumn(), TextColumn("left"),
+            console=stderr, transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(event.description, total=event.total, note="")
+
+    def _line(self) -> None:
+        started = self._started
+        assert started is not None
+        self._last_line = time.monotonic()
+        elapsed = self._last_line - self._since
+        rate = (self._done - self._earlier) / elapsed if elapsed > 0 else 0.0
+        total = f" of {started.total:,}" if started.total else ""
+        left = ""
+        if started.total and rate > 0:
+            left = f", {_duration((started.total - self._done) / rate)} left"
+        note = f", {self._note}" if self._note else ""
+        info(f"{started.description}: {self._done:,}{total} {started.unit}, {rate:,.0f} {started.unit}/s{left}{note}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

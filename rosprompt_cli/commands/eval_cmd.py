@@ -88,6 +88,7 @@ def evaluate(
     model: common.Model = None,
     device: common.Device = "auto",
     batch_size: common.ScoreBatchSize = None,
+    max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
     dtype: common.Dtype = "auto",
     quantize: common.Quantize = "none",
@@ -98,6 +99,7 @@ def evaluate(
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,
     word_pieces: common.WordPieces = None,
+    progress_every: common.ProgressEvery = None,
 ) -> None:
     job = EvalJob(
         input=input, text_col=text_col, label_col=label_col, lang_col=lang_col,
@@ -105,11 +107,11 @@ def evaluate(
         scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
                                   common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
                                   device, dtype, quantize, max_length, runtime, threads),
-        lexicon=lexicon, batch_size=batch_size, fmt=fmt, split=split, output=output, report=report,
+        lexicon=lexicon, batch_size=batch_size, max_batch_tokens=max_batch_tokens, fmt=fmt, split=split, output=output, report=report,
         command=shlex.join(["rosprompt", *sys.argv[1:]]),
         adapt=common.adapt_options(adapt, adapt_by, adapt_sample),
     )
-    result = run_eval(job, common.Renderer(), common.scorer_source(ctx))
+    result = run_eval(job, common.Renderer(progress_every), common.scorer_source(ctx))
     console = Console()
     for table in _tables(result.report, f"{result.source} ({result.note})"):
         console.print(table)

@@ -104,6 +104,7 @@ def label(
     model: common.Model = None,
     device: common.Device = "auto",
     batch_size: common.ScoreBatchSize = None,
+    max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
     dtype: common.Dtype = "auto",
     quantize: common.Quantize = "none",
@@ -140,6 +141,7 @@ def label(
         float | None,
         typer.Option("--cpus-per-worker", help="--engine ray: CPUs each worker reserves, and its torch threads. Default: 1.", show_default=False),
     ] = None,
+    progress_every: common.ProgressEvery = None,
 ) -> None:
     try:
         job = LabelJob(
@@ -149,7 +151,7 @@ def label(
             scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
                                       common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
                                       device, dtype, quantize, max_length, runtime, threads),
-            options=LabelOptions(text_col=text_col, batch_size=batch_size, top_k=top_k, multi_label=multi_label,
+            options=LabelOptions(text_col=text_col, batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k, multi_label=multi_label,
                                  threshold=threshold, all_scores=all_scores, label_col=out_label_col,
                                  score_col=out_score_col, adapt=common.adapt_options(adapt, adapt_by, adapt_sample)),
             lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, unclosed_quote=unclosed_quote, rejects=rejects,
@@ -161,6 +163,6 @@ def label(
     except RosPromptError as exc:
         write_failed_summary(summary_path, input, out, rejects, exc, {"--labels-file": labels_file, "--prompt": prompt})  # a monitor reads the failure
         raise
-    result = run_label(job, common.Renderer(), common.scorer_source(ctx))
+    result = run_label(job, common.Renderer(progress_every), common.scorer_source(ctx))
     if result.rejected:
         raise typer.Exit(ExitCode.REJECTED)

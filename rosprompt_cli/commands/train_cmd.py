@@ -70,6 +70,7 @@ def train(
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,
     word_pieces: common.WordPieces = None,
+    progress_every: common.ProgressEvery = None,
 ) -> None:
     mlm = common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces)
     config = TrainConfig(
@@ -83,4 +84,4 @@ def train(
         labels=load_label_file(labels_file) if labels_file else None, shots=shots, dev=dev, fmt=fmt, split=split,
         force=force, model=model, device=device, lexicon=lexicon, negatives=negatives, mlm=mlm,
     )
-    run_train(job, common.Renderer())
+    run_train(job, common.Renderer(progress_every))

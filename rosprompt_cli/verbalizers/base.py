@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from rosprompt_cli.backbone import Backbone
-from rosprompt_cli.batching import EncodedTexts
+from rosprompt_cli.batching import Batching, EncodedTexts
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
@@ -25,10 +25,15 @@ from rosprompt_cli.verbalizers.label_vectors import class_vectors
 if TYPE_CHECKING:
     from rosprompt_cli.training import TrainConfig
 
-# Texts per forward pass when none is given. CPU: the fastest of 4-64 in bench/throughput.py
-# (length-bucketed batches leave little padding, and larger ones gain nothing on a few cores).
-# CUDA: large batches keep the device busy (not measured here: no GPU on the bench machine).
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 128}
+# Forward passes when none is given. CPU: up to 32 texts and 1,024 tokens. For the bundled model
+# the batch hardly matters on a few cores (length-bucketed batches leave little padding: 8 texts,
+# 16/1,024, 32/1,024 and 64/2,048 ran within 3% of one another, bench/results/cpu_batching.md),
+# while a small or fast model pays a fixed cost per forward pass that larger batches of short
+# texts spread out (the near-free model of bench/cpu_side.py: the score stage 1.5 s against
+# 2.3 s at 8 texts). CUDA: large batches keep the device busy, bounded by tokens so that long
+# texts stay within memory (the bare forward pass of the bundled model's shapes on an H200 gained
+# up to batch 256 of SIB-200-sized texts, about 16k tokens: bench/results/gpu_throughput.md).
+DEFAULT_BATCHING = {"cpu": Batching(rows=32, tokens=1024), "cuda": Batching(rows=512, tokens=16384)}
 MAX_CHARS_PER_TOKEN = 64
 # A label set's side of a verbalizer, built once per label set and opaque to its callers: class
 # vectors [L, H] for embed, a WordExpansion for mlm.
@@ -51,7 +56,7 @@ class Scorer(Protocol):
     prompt_note: str  # which prompt is in use, for status lines and summaries ("shipped prompt …")
 
     @property
-    def default_batch_size(self) -> int: ...
+    def default_batching(self) -> Batching: ...
 
     def settings(self) -> dict[str, object]: ...
 
@@ -136,8 +141,8 @@ class ScorerBase:
         self._prompt_vectors = prompt.vectors.to(backbone.device) if prompt is not None else None
 
     @property
-    def default_batch_size(self) -> int:
-        return DEFAULT_BATCH_SIZE.get(self.backbone.device.type, DEFAULT_BATCH_SIZE["cpu"])
+    def default_batching(self) -> Batching:
+        return DEFAULT_BATCHING.get(self.backbone.device.type, DEFAULT_BATCHING["cpu"])
 
     @property
     def prompt_length(self) -> int:
@@ -148,7 +153,10 @@ class ScorerBase:
         return {"verbalizer": self.verbalizer}
 
     def to_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.backbone.device.type == "cuda":  # page-locked copies overlap the transfer with compute
+        """A batch on the backbone's device; batches.EncodedTexts.device_batches puts a whole chunk
+        there at once, and its slices are used as they are."""
+        if self.backbone.device.type == "cuda" and input_ids.device.type == "cpu":
+            # page-locked copies overlap the transfer with compute
             input_ids = input_ids.pin_memory().to(self.backbone.device, non_blocking=True)
             attention_mask = attention_mask.pin_memory().to(self.backbone.device, non_blocking=True)
         return input_ids, attention_mask
