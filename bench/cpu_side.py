@@ -1,6 +1,6 @@
 """The CPU side of `rosprompt label` against the bare fast tokenizer (issue 34), in one run.
 
-    python bench/cpu_side.py --out bench/results/cpu_side [--profile]
+    python bench/cpu_side.py --out bench/results/cpu_side
 
 A near-free encoder makes the CPU side visible on any machine: a tiny XLM-R with random weights
 (2 layers, hidden 32, fixed seed) saved with the bundled model's tokenizer, passed as
@@ -18,19 +18,16 @@ SIB-200 dev lines, every language in turn, as JSONL {id, lang, text}), in this o
               texts/s is the steady state: lines / (T(corpus) - T(one line)).
 
 Each timing is the best of `--repeats`, the settings interleaved. The target: label texts/s at
-least 0.7 of the bare tokenizer's. `--profile` also writes a cProfile of one label run (all
-threads' time shows as the main thread's waiting, so the stage timings of `--summary` are
-written beside it) as OUT.profile.txt.
+least 0.7 of the bare tokenizer's. The labelled run's `--summary` stage seconds and the share of
+padding in its batches are reported beside; bench/profile_stages.py profiles every thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import pstats
 import shutil
 import subprocess
 import sys
@@ -105,11 +102,30 @@ def bare_tokenizer_seconds(model_dir: Path, texts: list[str], chunk_rows: int) -
     return time.perf_counter() - started
 
 
-def label_seconds(model_dir: Path, corpus: Path, out: Path, env: dict, profile: Path | None = None) -> float:
+def padding_share(model_dir: Path, texts: list[str], chunk_rows: int) -> dict[str, float]:
+    """The share of the positions a forward pass computes that are padding, with `label`'s
+    length-bucketed batches at the CPU and the CUDA defaults: what padding-free attention could
+    save at most."""
+    from rosprompt_cli.spec import ScorerSpec, build_scorer
+    from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
+
+    scorer = build_scorer(ScorerSpec(model=str(model_dir), use_prompt=False, runtime="torch"))
+    shares = {}
+    for device, batching in DEFAULT_BATCHING.items():
+        real = computed = 0
+        for start in range(0, len(texts), chunk_rows):
+            encoded = scorer.encode(texts[start:start + chunk_rows])
+            order, ranges = encoded.bounds(batching)
+            widths = encoded.lengths[order]
+            computed += sum((end - begin) * int(widths[end - 1]) for begin, end in ranges)
+            real += encoded.tokens
+        shares[f"{device} ({batching.rows} texts, {batching.tokens} tokens)"] = 1 - real / computed
+    return shares
+
+
+def label_seconds(model_dir: Path, corpus: Path, out: Path, env: dict) -> float:
     command = [sys.executable, "-m", "rosprompt_cli", "label", str(corpus), "--model", str(model_dir), "--no-prompt",
                "--labels", LABELS, "--out", str(out), "--force", "--summary", str(out.with_suffix(".json"))]
-    if profile is not None:  # python -m cProfile -o FILE -m rosprompt_cli label ...
-        command[1:1] = ["-m", "cProfile", "-o", str(profile)]
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env, cwd=REPO, capture_output=True)
     return time.perf_counter() - started
@@ -119,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--keep", help="also keep the tiny model and the corpus in this folder (for profile_stages.py)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "cpu_side"))
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="rosprompt-cpu-side-"))
@@ -158,21 +174,19 @@ def main() -> None:
              "read": len(texts) / best["read"], "write": len(texts) / best["write"]}
     ratio = rates["label"] / rates["tokenizer"]
     stages = json.loads((tmp / "out.json").read_text()).get("stage_seconds")
+    padding = padding_share(model_dir, texts, chunk_rows)
     result = {
         "command": "python bench/cpu_side.py " + " ".join(sys.argv[1:]), "commit": source_commit(),
         "machine": f"{cpu_model()}, {os.cpu_count()} cores", "python": platform.python_version(),
         "lines": len(texts), "best_seconds": best, "runs_seconds": times, "texts_per_s": rates,
         "label_steady_seconds": steady, "label_over_tokenizer": ratio, "label_stage_seconds": stages,
+        "padding_share": padding,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.profile:
-        profile = tmp / "label.prof"
-        label_seconds(model_dir, corpus, tmp / "profiled.parquet", env, profile)
-        text = io.StringIO()
-        pstats.Stats(str(profile), stream=text).sort_stats("cumulative").print_stats(60)
-        out.with_suffix(".profile.txt").write_text(text.getvalue())
-        result["profile"] = out.with_suffix(".profile.txt").name
+    if args.keep:
+        shutil.copytree(model_dir, Path(args.keep) / "tiny-xlmr", dirs_exist_ok=True)
+        shutil.copy(corpus, Path(args.keep) / "corpus.jsonl")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# The CPU side of `label` against the bare fast tokenizer", "",
@@ -189,6 +203,9 @@ def main() -> None:
         f"| `rosprompt label`, steady state (difference) | {steady:.2f} | {rates['label']:,.0f} |", "",
         f"**label / bare tokenizer: {ratio:.2f}** (target: at least 0.7).", "",
     ]
+    lines += ["Share of the positions computed that are padding, with `label`'s length-bucketed batches "
+              "(the most padding-free attention could save): "
+              + "; ".join(f"{name}: {share:.1%}" for name, share in padding.items()) + ".", ""]
     if stages:
         lines += ["Stage seconds of the labelled run (`--summary` stage_seconds; stages overlap, so they need not "
                   "add up to the wall time):", "", "| stage | seconds |", "| --- | ---: |"]

@@ -29,6 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import bare_batches, label_names, label_run, time_settings  # noqa: E402
 
+from rosprompt_cli.batching import Batching  # noqa: E402
+
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
 from rosprompt_cli.verbalizers.embed import EmbeddingScorer  # noqa: E402
@@ -66,7 +68,8 @@ def main() -> None:
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--random-weights", action="store_true")
-    parser.add_argument("--batch-sizes", default="32,128,512")
+    parser.add_argument("--batchings", default="64,256,512/16384",
+                        help="forward-pass bounds to time: TEXTS or TEXTS/TOKENS, comma-separated")
     parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
@@ -85,7 +88,8 @@ def main() -> None:
                    check=True, cwd=REPO)
     train_seconds = time.perf_counter() - started
     prompt = SoftPrompt.load(prompt_path)
-    sizes = [int(x) for x in args.batch_sizes.split(",")]
+    sizes = [Batching(int(rows), int(tokens) if tokens else None)
+             for rows, _, tokens in (item.partition("/") for item in args.batchings.split(","))]
     rows = []
     for dtype in args.dtypes.split(","):
         backbone = load_backbone(str(model_dir), args.device, dtype=dtype)
@@ -98,7 +102,7 @@ def main() -> None:
                 times = time_settings(["label", "bare"], lambda what: (
                     label_run(scorer, corpus, tmp / "out.parquet", label_names(7), size) if what == "label"
                     else bare_seconds(scorer, batches)), args.repeats)
-                row = {"dtype": dtype, "setting": setting, "batch_size": size,
+                row = {"dtype": dtype, "setting": setting, "batch_size": size.rows, "batch_tokens": size.tokens,
                        "label_texts_per_s": len(texts) / min(times["label"]),
                        "bare_texts_per_s": len(texts) / min(times["bare"])}
                 row["ratio"] = row["label_texts_per_s"] / row["bare_texts_per_s"]
@@ -107,8 +111,9 @@ def main() -> None:
     best = max((r for r in rows if r["setting"] == "prompt"), key=lambda r: r["label_texts_per_s"])
     backbone = load_backbone(str(model_dir), args.device, dtype=best["dtype"])
     scorer = EmbeddingScorer(backbone, prompt)
+    best_batching = Batching(best["batch_size"], best["batch_tokens"])
     labels_times = time_settings([2, 200], lambda n: label_run(scorer, corpus, tmp / "n.parquet", label_names(n),
-                                                               best["batch_size"]), args.repeats)
+                                                               best_batching), args.repeats)
     result = {
         "command": "python bench/gpu_throughput.py " + " ".join(sys.argv[1:]),
         "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" else "none (cpu dry run)", "torch": torch.__version__, "python": platform.python_version(),
@@ -126,13 +131,20 @@ def main() -> None:
         + ("Random weights of the bundled model's shapes (speed only). " if args.random_weights else ""),
         "`label` = read JSONL, tokenise, score, write Parquet; bare = the model's forward pass over the same "
         "padded batches (tokenised beforehand), synchronised.", "",
-        "| dtype | prompt | batch | label texts/s | bare texts/s | label / bare |",
+        "| dtype | prompt | texts / tokens per pass | label texts/s | bare texts/s | label / bare |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(f"| {r['dtype']} | {r['setting']} | {r['batch_size']} | {r['label_texts_per_s']:,.0f} | "
+        lines.append(f"| {r['dtype']} | {r['setting']} | {r['batch_size']} / {r['batch_tokens'] or '-'} | {r['label_texts_per_s']:,.0f} | "
                      f"{r['bare_texts_per_s']:,.0f} | {r['ratio']:.2f} |")
-    lines += ["", f"Labels, at the best setting ({best['dtype']}, batch {best['batch_size']}, prompt): 2 labels "
+    per_dtype = {}
+    for r in rows:
+        if r["setting"] == "prompt":
+            per_dtype[r["dtype"]] = max(per_dtype.get(r["dtype"], 0.0), r["ratio"])
+    lines += ["", "Best label / bare forward per precision (prompt): "
+              + ", ".join(f"{dtype} {ratio:.2f}" for dtype, ratio in per_dtype.items()) + "."]
+    lines += ["", f"Labels, at the best setting ({best['dtype']}, {best['batch_size']} texts / "
+              f"{best['batch_tokens'] or '-'} tokens, prompt): 2 labels "
               f"{result['labels']['2']:,.0f} texts/s, 200 labels {result['labels']['200']:,.0f} texts/s.", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 

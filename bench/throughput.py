@@ -44,6 +44,7 @@ import polars as pl
 import torch
 
 from rosprompt_cli import LabelSet, load_backbone
+from rosprompt_cli.batching import Batching
 from rosprompt_cli.file_run import FileRun, RunRequest
 from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.lexicon import load_lexicon
@@ -114,17 +115,18 @@ def label_names(count: int) -> list[str]:
 # ---------------------------------------------------------------- timed runs
 
 
-def label_run(scorer: EmbeddingScorer, corpus: Path, out: Path, names: list[str], batch_size: int) -> float:
+def label_run(scorer: EmbeddingScorer, corpus: Path, out: Path, names: list[str], batching: Batching | int) -> float:
     """Seconds for one in-process `label` run: input check, label vectors, scoring, Parquet output."""
     started = time.perf_counter()
-    options = LabelOptions(batch_size=batch_size)
+    batching = Batching(batching) if isinstance(batching, int) else batching
+    options = LabelOptions(batch_size=batching.rows, max_batch_tokens=batching.tokens or 0)
     with FileRun(RunRequest(input=str(corpus), out=str(out), force=True), options, names) as run:
         run.prepare()
         run.execute(scorer, LabelSet.from_names(names))
     return time.perf_counter() - started
 
 
-def bare_batches(scorer: EmbeddingScorer, texts: list[str], batch_size: int, chunk_rows: int) -> list[tuple]:
+def bare_batches(scorer: EmbeddingScorer, texts: list[str], batching: Batching | int, chunk_rows: int) -> list[tuple]:
     """The padded batches `label` feeds the model, as token ids: the prompt's positions are
     filled with an ordinary token so that the bare forward pass sees the same shapes."""
     n = scorer.prompt_length
@@ -132,7 +134,7 @@ def bare_batches(scorer: EmbeddingScorer, texts: list[str], batch_size: int, chu
     batches = []
     for start in range(0, len(texts), chunk_rows):
         encoded = scorer.encode(texts[start : start + chunk_rows])
-        for _, ids, mask in encoded.batches(batch_size):
+        for _, ids, mask in encoded.batches(batching):
             if n:
                 ids = torch.cat([ids[:, :1], ids.new_full((ids.shape[0], n), filler), ids[:, 1:]], dim=1)
                 mask = torch.cat([mask[:, :1], mask.new_ones(mask.shape[0], n), mask[:, 1:]], dim=1)
@@ -163,7 +165,7 @@ def time_settings(settings: list[T], run: Callable[[T], float], repeats: int) ->
 
 
 def section_bare(scorers: dict[str, EmbeddingScorer], corpus: Path, texts: list[str], tmp: Path,
-                 batch_size: int, repeats: int) -> dict:
+                 batch_size: Batching, repeats: int) -> dict:
     result = {}
     for name, scorer in scorers.items():
         batches = bare_batches(scorer, texts, batch_size, RunRequest(input="-").chunk_rows)
@@ -186,7 +188,7 @@ def section_bare(scorers: dict[str, EmbeddingScorer], corpus: Path, texts: list[
     return result
 
 
-def section_labels(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: int,
+def section_labels(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: Batching,
                    counts: list[int], repeats: int) -> dict:
     times = time_settings(
         counts, lambda count: label_run(scorer, corpus, tmp / "labels.parquet", label_names(count), batch_size), repeats
@@ -225,7 +227,7 @@ def sib_dev() -> tuple[list[str], list[str], list[str]]:
 
 
 def section_int8(fp32: EmbeddingScorer, int8: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path,
-                 batch_size: int, repeats: int, accuracy: bool) -> dict:
+                 batch_size: Batching, repeats: int, accuracy: bool) -> dict:
     from rosprompt_cli.evaluation import predict
     from rosprompt_cli.metrics import accuracy as accuracy_of
 
@@ -243,7 +245,7 @@ def section_int8(fp32: EmbeddingScorer, int8: EmbeddingScorer, corpus: Path, tex
         dev_texts, gold, langs = sib_dev()
         labels = LabelSet.from_names(sorted(set(gold)))
         for name, scorer in (("float32", fp32), ("int8", int8)):
-            predicted = predict(scorer, dev_texts, labels, batch_size)
+            predicted = predict(scorer, dev_texts, labels, batch_size.rows, batch_size.tokens or 0)
             per_language = {}
             for lang in sorted(set(langs)):
                 rows = [i for i, x in enumerate(langs) if x == lang]
@@ -283,7 +285,7 @@ def onnx_bare_forward(scorer, batches: list[tuple]) -> float:
     return time.perf_counter() - started
 
 
-def section_runtimes(corpus: Path, texts: list[str], tmp: Path, batch_size: int, repeats: int) -> dict:
+def section_runtimes(corpus: Path, texts: list[str], tmp: Path, batch_size: Batching, repeats: int) -> dict:
     from rosprompt_cli.backbone import cpu_has_native_bf16
 
     scorers = {}
@@ -309,7 +311,7 @@ def section_runtimes(corpus: Path, texts: list[str], tmp: Path, batch_size: int,
     return result
 
 
-def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: int,
+def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp: Path, batch_size: Batching,
                    label_time_by_count: dict, pipeline_plan: list[tuple[int, int]]) -> dict:
     """sentence-transformers encode + cosine on every text; the zero-shot pipeline on a sample of
     texts per label count (its cost grows with texts x labels, so a sample measures it)."""
@@ -325,8 +327,8 @@ def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp:
     names = label_names(2)
     prefix = scorer.backbone.text_prefix
     started = time.perf_counter()
-    text_vectors = st.encode([prefix + t for t in texts], batch_size=batch_size, convert_to_tensor=True)
-    label_vectors = st.encode([prefix + n for n in names], batch_size=batch_size, convert_to_tensor=True)
+    text_vectors = st.encode([prefix + t for t in texts], batch_size=batch_size.rows, convert_to_tensor=True)
+    label_vectors = st.encode([prefix + n for n in names], batch_size=batch_size.rows, convert_to_tensor=True)
     (text_vectors @ label_vectors.T).argmax(-1)
     st_s = time.perf_counter() - started
     ours = label_time_by_count["2"]["seconds"]
@@ -348,7 +350,7 @@ def section_rivals(scorer: EmbeddingScorer, corpus: Path, texts: list[str], tmp:
     for count, sample in pipeline_plan:
         chosen = texts[:: max(1, len(texts) // sample)][:sample]  # spread over the corpus: its length mix
         started = time.perf_counter()
-        classify(chosen, candidate_labels=label_names(count), batch_size=batch_size)
+        classify(chosen, candidate_labels=label_names(count), batch_size=batch_size.rows)
         seconds = time.perf_counter() - started
         per_text = seconds / sample
         ours_per_text = label_time_by_count[str(count)]["seconds"] / len(texts)
@@ -400,7 +402,7 @@ def section_memory(corpus_rows: list[dict], tmp: Path, sizes: list[int], max_len
     return result
 
 
-def profile_label(scorer: EmbeddingScorer, corpus: Path, tmp: Path, batch_size: int, out: Path) -> None:
+def profile_label(scorer: EmbeddingScorer, corpus: Path, tmp: Path, batch_size: Batching, out: Path) -> None:
     from pyinstrument import Profiler
 
     profiler = Profiler(interval=0.005)
@@ -506,6 +508,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/throughput")
     parser.add_argument("--lines", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the CLI's")
+    parser.add_argument("--max-batch-tokens", type=int, default=0, help="with --batch-size; 0: no bound")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting (best kept): bare, batch, int8")
     parser.add_argument("--label-repeats", type=int, default=1)
     parser.add_argument("--batch-lines", type=int, default=1500, help="corpus lines for the --batch-size sweep")
@@ -548,7 +551,8 @@ def main() -> None:
         corpus = write_jsonl(rows, tmp / "corpus.jsonl")
         prompted = build_scorer(ScorerSpec(device="cpu", runtime=args.runtime))
         data["runtime"] = args.runtime
-        batch_size = data["batch_size"] = args.batch_size or prompted.default_batch_size
+        batch_size = Batching(args.batch_size, args.max_batch_tokens or None) if args.batch_size else prompted.default_batching
+        data["batch_size"] = f"{batch_size.rows} texts, {batch_size.tokens or 'no bound on'} tokens"
         data["corpus_tokens"] = prompted.encode(texts).tokens
         plain = EmbeddingScorer(prompted.backbone, None)
         label_run(prompted, corpus, tmp / "warmup.parquet", label_names(2), batch_size)  # warm-up

@@ -97,19 +97,27 @@ class EncodedTexts:
     def device_batches(
         self, batching: Batching | int, device: torch.device
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """As `batches`, for a GPU: the chunk's ids go over once, sorted, from page-locked memory
-        without waiting, and each batch is a slice of them on the device."""
+        """As `batches`, on the model's device. For a GPU the chunk's ids, lengths and positions
+        go over once, sorted, from page-locked memory without waiting, and each batch is a slice
+        of them there, so that no batch waits for a copy (or for the batch before it)."""
         if device.type == "cpu":
-            yield from self.batches(batching)
-            return
+            return self.batches(batching)
+        return self.sliced_batches(batching, device)
+
+    def sliced_batches(
+        self, batching: Batching | int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The batches of `batches` as slices of the whole chunk, copied to `device` at once."""
         order, ranges = self.bounds(batching)
-        ids = torch.from_numpy(np.ascontiguousarray(self.input_ids[order])).pin_memory().to(device, non_blocking=True)
-        lengths = torch.from_numpy(self.lengths[order]).pin_memory().to(device, non_blocking=True)
-        positions = torch.from_numpy(order)
+
+        def moved(array: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+            return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor.to(device)
+
+        ids, lengths, positions = moved(self.input_ids[order]), moved(self.lengths[order]), moved(order)
         for start, end in ranges:
             width = int(self.lengths[order[end - 1]])
-            batch_lengths = lengths[start:end]
-            mask = (torch.arange(width, device=device).unsqueeze(0) < batch_lengths.unsqueeze(1)).long()
+            mask = (torch.arange(width, device=device).unsqueeze(0) < lengths[start:end].unsqueeze(1)).long()
             yield positions[start:end], ids[start:end, :width], mask
 
 

@@ -28,7 +28,7 @@ from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 class LabelOptions:
     text_col: str = "text"
     batch_size: int | None = None  # texts per forward pass; None: the scorer's default for its device
-    max_batch_tokens: int | None = None  # tokens per forward pass; None: the scorer's default for its device
+    max_batch_tokens: int | None = None  # tokens per forward pass; 0: no bound; None: the scorer's default
     top_k: int = 1
     multi_label: bool = False
     threshold: float = 0.3
@@ -40,8 +40,8 @@ class LabelOptions:
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise RosPromptError("--batch-size must be at least 1")
-        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise RosPromptError("--max-batch-tokens must be at least 1")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 0:
+            raise RosPromptError("--max-batch-tokens must be 0 (no bound) or more")
         if self.top_k < 1:
             raise RosPromptError("--top-k must be at least 1")
         if not 0.0 <= self.threshold <= 1.0:
@@ -103,9 +103,11 @@ class OutputColumns:
 
 
 def batching_for(scorer: Scorer, batch_size: int | None = None, max_batch_tokens: int | None = None) -> Batching:
-    """The forward passes a run makes: the scorer's default for its device, where not given."""
+    """The forward passes a run makes: the scorer's default for its device where not given;
+    `max_batch_tokens` 0: no bound on tokens."""
     default = scorer.default_batching
-    return Batching(batch_size or default.rows, max_batch_tokens or default.tokens)
+    tokens = default.tokens if max_batch_tokens is None else (max_batch_tokens or None)
+    return Batching(batch_size or default.rows, tokens)
 
 
 def text_vectors_in_order(scorer: Scorer, texts: list[str], batching: Batching | None = None,

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from rosprompt_cli.batching import EncodedTexts, encode_texts
+from rosprompt_cli.batching import Batching, EncodedTexts, encode_texts
 from rosprompt_cli.file_run import FileRun, RunRequest
 from rosprompt_cli.frames import LabelOptions
 from rosprompt_cli.labels import LabelSet
@@ -203,3 +203,39 @@ def test_cuda_half_precision_labels_like_float32(backbone, tmp_path):
 
     agree = np.mean([a == b for a, b in zip(predict(cpu, texts, labels), predict(gpu, texts, labels))])
     assert agree >= 0.9
+
+
+def test_batches_bounded_by_tokens_and_the_gpu_slices_are_the_same_batches():
+    rng = np.random.default_rng(5)
+    lengths = np.concatenate([rng.integers(1, 300, size=190), rng.integers(600, 1500, size=10)])
+    rng.shuffle(lengths)
+    ids = np.zeros((200, 1500), dtype=np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(5, 1000, size=n)
+    encoded = EncodedTexts(ids, lengths, pad_id=0)
+    batching = Batching(rows=32, tokens=1024)
+    batches = list(encoded.batches(batching))
+    assert sorted(p for positions, _, _ in batches for p in positions.tolist()) == list(range(200))
+    for positions, input_ids, mask in batches:
+        rows, width = input_ids.shape
+        assert rows <= 32 and (rows * width <= 1024 or rows == 1), (rows, width)
+        assert mask.sum(1).tolist() == lengths[positions.numpy()].tolist()
+    # each of the ten texts past half the budget goes alone; a batch never stops short of its
+    # bounds while the next text fits
+    alone = [input_ids.shape[1] for _, input_ids, _ in batches if input_ids.shape[0] == 1]
+    assert sorted(width for width in alone if width > 1024 // 2) == sorted(lengths[lengths > 512].tolist())
+    for (_, ids_a, _), (_, ids_b, _) in zip(batches, batches[1:]):
+        grown = (ids_a.shape[0] + 1) * max(ids_a.shape[1], ids_b.shape[1])
+        assert ids_a.shape[0] == 32 or grown > 1024
+    sliced = list(encoded.sliced_batches(batching, torch.device("cpu")))
+    assert len(sliced) == len(batches)
+    for (pa, ia, ma), (pb, ib, mb) in zip(batches, sliced):
+        assert torch.equal(pa, pb) and torch.equal(ia, ib) and torch.equal(ma, mb)
+
+
+def test_encode_texts_gives_the_ids_of_the_tokenizers_own_call(backbone):
+    texts = ["", "Ok.", "Il pleut.  Beaucoup!", "科学家发现了一种新的治疗方法。", "a " * 600, "<mask> and </s> inside"]
+    encoded = encode_texts(backbone.tokenizer, texts, max_tokens=40)
+    own = backbone.tokenizer(texts, truncation=True, max_length=40, padding=True, return_tensors="np")
+    assert np.array_equal(encoded.input_ids, own["input_ids"])
+    assert encoded.lengths.tolist() == own["attention_mask"].sum(1).tolist()

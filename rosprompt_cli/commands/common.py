@@ -106,8 +106,8 @@ MaxBatchTokens = Annotated[
     int | None,
     typer.Option(
         "--max-batch-tokens",
-        help="Tokens per forward pass (texts x the longest one's tokens; a longer text goes alone): short texts "
-        "then go in larger batches, up to --batch-size. Default: no bound on CPU, 16384 on CUDA.",
+        help="Most tokens per forward pass (texts x the longest one's tokens; a longer text goes alone), so that "
+        "short texts go in larger batches, up to --batch-size; 0: no bound. Default: 1024 on CPU, 16384 on CUDA.",
         show_default=False,
     ),
 ]
