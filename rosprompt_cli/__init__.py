@@ -28,7 +28,7 @@ from rosprompt_cli.metrics import Report, evaluate_predictions
 from rosprompt_cli.output import TableWriter
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.ray_engine import RayRequest
-from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for
+from rosprompt_cli.spec import ScorerCache, ScorerSpec, build_scorer, label_set_for, scorer_for
 from rosprompt_cli.summary import RunSummary
 from rosprompt_cli.training import TrainConfig, TrainJob, run_train, train_prompt
 from rosprompt_cli.verbalizers import EmbeddingScorer, MlmOptions, MlmOverrides, MlmScorer, Scorer, make_scorer
@@ -38,8 +38,8 @@ __all__ = [
     "AdaptOptions", "Backbone", "Centres", "EmbeddingScorer", "EvalJob", "EvalResult", "Event", "ExitCode", "FileRun", "Label", "LabelJob",
     "LabelOptions", "LabelResult", "LabelSet", "LabelledData", "MlmOptions", "MlmOverrides", "MlmScorer", "Notice",
     "PromptMeta", "RayRequest", "Report", "RosPromptError", "RowsDone", "RowsFinished", "RowsStarted", "RunRequest",
-    "RunSummary", "Scorer", "ScorerSpec", "SoftPrompt", "TableWriter", "TrainConfig", "TrainJob", "__version__",
+    "RunSummary", "Scorer", "ScorerCache", "ScorerSpec", "SoftPrompt", "TableWriter", "TrainConfig", "TrainJob", "__version__",
     "build_scorer", "evaluate", "evaluate_predictions", "label_frames", "label_set_for", "load_backbone",
     "load_label_file", "load_labelled", "make_scorer", "open_source", "parse_label_arg", "predict", "run_eval",
-    "run_label", "run_train", "train_prompt",
+    "run_label", "run_train", "scorer_for", "train_prompt",
 ]

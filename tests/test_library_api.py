@@ -85,7 +85,7 @@ def _readme_library_blocks() -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Library\n") : readme.index("## Exit codes")]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2, "the Library section's examples changed: update this test"
+    assert len(blocks) == 3, "the Library section's examples changed: update this test"
     return blocks
 
 
@@ -102,3 +102,31 @@ def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path):
     assert pl.read_parquet(tmp_path / "tagged_py" / "news_multilingual.parquet").height == 315
     assert json.loads((tmp_path / "run_py.json").read_text())["status"] == "ok"
     assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", outputs[1])
+    assert outputs[2] == "2 inputs labelled, 1 model load\n"
+    for name in ("tagged_py_news_multilingual_csv.parquet", "tagged_py_news_multilingual_jsonl.parquet"):
+        assert pl.read_parquet(tmp_path / name).height == 315
+
+
+def test_a_scorer_built_once_labels_two_inputs_with_one_model_load(tmp_path, monkeypatch, rosprompt_home):
+    """run_label with a ScorerCache: the second input reuses the first one's scorer (and the model
+    is loaded once: load_backbone counted); a built scorer passed as it is loads nothing more."""
+    from rosprompt_cli import spec as spec_module
+    from rosprompt_cli.spec import ScorerCache
+
+    loads = []
+    real_load = spec_module.load_backbone
+    monkeypatch.setattr(spec_module, "load_backbone", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    scorers = ScorerCache()
+    labels = parse_label_arg(LABELS)
+    for number in (1, 2):
+        src = tmp_path / f"in{number}.jsonl"
+        src.write_text('{"text": "The striker scored twice in the final."}\n', encoding="utf-8")
+        result = run_label(LabelJob(str(src), labels, out=str(tmp_path / f"out{number}.jsonl")), scorer=scorers)
+        assert result.summary["label_counts"] == {"sports": 1}
+    assert scorers.loads == 1 and len(loads) == 1
+    built = scorers(ScorerSpec())
+    run_label(LabelJob(str(tmp_path / "in1.jsonl"), labels, out=str(tmp_path / "out3.jsonl")), scorer=built)
+    assert len(loads) == 1 and (tmp_path / "out3.jsonl").read_bytes() == (tmp_path / "out1.jsonl").read_bytes()
+    with pytest.raises(RosPromptError, match="each Ray worker builds its own scorer"):
+        run_label(LabelJob(str(tmp_path / "in1.jsonl"), labels, out=str(tmp_path / "o.parquet"), engine="ray"),
+                  scorer=built)
