@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -46,7 +45,7 @@ from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, ref
 from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.pipeline import StageTimes, write_all
 from rosprompt_cli.resume import DoneRecord, RunState, value_digest
-from rosprompt_cli.summary import RunSummary, tally_labels
+from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, tally_labels
 from rosprompt_cli.verbalizers import Scorer
 from rosprompt_cli.version import __version__
 
@@ -233,10 +232,8 @@ class FileRun:
         if state is not None and progress is None:
             state.clear()  # a stale progress file must never describe this run's fresh partial output
         if progress:
-            summary.resumed_from_row = summary.rows = int(progress["rows"])
-            summary.labelled = int(progress["labelled"])
-            summary.empty_text = int(progress["empty_text"])
-            summary.label_counts = Counter(progress["label_counts"])
+            restore_counts(summary, progress)
+            summary.resumed_from_row = summary.rows
             if on_resumed:
                 on_resumed(summary.rows)
         writer = TableWriter(
@@ -252,12 +249,10 @@ class FileRun:
         def write(out: pl.DataFrame) -> None:  # the write stage (pipeline.py), in its own thread
             nonlocal saved_rows
             writer.write(out)
-            tally_labels(self.summary, out.get_column(self.options.label_col))
+            tally_labels(self.summary, out.get_column(self.options.label_col), out.get_column(self.options.score_col))
             if state is not None:
-                progress_now = {
-                    "rows": summary.rows, "writer": writer.checkpoint(), "labelled": summary.labelled,
-                    "empty_text": summary.empty_text, "label_counts": dict(summary.label_counts),
-                    "centres": centres.digest() if centres is not None else None,
+                progress_now = counts_of(summary) | {
+                    "writer": writer.checkpoint(), "centres": centres.digest() if centres is not None else None,
                 }
                 try:
                     state.save(progress_now)
@@ -311,10 +306,7 @@ class FileRun:
         summary.status = "partial" if summary.rejected else "ok"
         if self.target is not None:
             try:
-                DoneRecord(self.target).save(fingerprint, {
-                    "rows": summary.rows, "labelled": summary.labelled, "empty_text": summary.empty_text,
-                    "rejected": summary.rejected, "label_counts": dict(summary.label_counts),
-                })
+                DoneRecord(self.target).save(fingerprint, counts_of(summary) | {"rejected": summary.rejected})
             except OSError:
                 pass  # the record only spares a later --resume the work; without it, that run refuses and says why
         return summary
@@ -363,8 +355,7 @@ class FileRun:
         (the rejects of the run that made it stay where they are)."""
         summary = self.summary
         summary.status = "complete"
-        summary.rows, summary.labelled, summary.empty_text = counts["rows"], counts["labelled"], counts["empty_text"]
-        summary.label_counts = Counter(counts["label_counts"])
+        restore_counts(summary, counts)
         summary.rejected, summary.rejected_by_reason = 0, {}
         return summary
 

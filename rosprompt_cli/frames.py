@@ -36,6 +36,7 @@ class LabelOptions:
     label_col: str = "label"
     score_col: str = "score"
     adapt: AdaptOptions | None = None  # centre the text vectors on the input (adapt.py)
+    min_score: float | None = None  # a row whose best score is below it keeps its score, but no label
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -46,6 +47,8 @@ class LabelOptions:
             raise RosPromptError("--top-k must be at least 1")
         if not 0.0 <= self.threshold <= 1.0:
             raise RosPromptError("--threshold must be between 0 and 1")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise RosPromptError("--min-score must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,11 @@ def assemble(chunk: Chunk, scores: ChunkScores, label_set: LabelSet, options: La
     top_p, top_i = _spread(scores.top_p, valid), _spread(scores.top_i, valid)
     names = pl.Series(label_set.names, dtype=pl.String)
     new: dict[str, pl.Series] = {}
+    labelled = valid
+    if options.min_score is not None:  # compared as the score is written, so that what a user reads decides
+        labelled = valid & (np.round(top_p[:, 0].astype(np.float64), 6) >= options.min_score)
     for rank in range(1, columns.ranks + 1):
-        new[columns.label(rank)] = _label_series(names, top_i[:, rank - 1], valid)
+        new[columns.label(rank)] = _label_series(names, top_i[:, rank - 1], labelled if rank == 1 else valid)
         new[columns.score(rank)] = _score_series(top_p[:, rank - 1], valid)
     if options.multi_label or options.all_scores:
         probs = _spread(scores.probs, valid)

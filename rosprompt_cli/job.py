@@ -215,9 +215,10 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
     scorer = load_scorer()
     label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
     run.summary.prompt = scorer.prompt_note + lexicon_note
+    run.summary.calibration = scorer.calibration.as_dict()
     if announce:
         info(on_event, f"{scorer.backbone.name} ({scorer.backbone.execution}), {run.summary.prompt}, "
-                       f"{len(label_set)} labels")
+                       f"{len(label_set)} labels; {scorer.calibration.note}")
     on_event(RowsStarted("labelling", report.rows))
     try:
         done = run.execute(scorer, label_set, on_rows=lambda n: on_event(RowsDone(n)),
@@ -231,8 +232,9 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
     where = "stdout" if done.output == "<stdout>" else done.output
     resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
     adapted = f"; {done.adapt}" if done.adapt else ""
+    below = f", {done.below_min_score:,} below --min-score" if job.options.min_score is not None else ""
     info(on_event, f"{done.rows:,} rows -> {where} ({done.labelled:,} labelled, {done.empty_text:,} with empty text"
-                   f"{resumed}{adapted}) in {done.seconds:.1f}s")
+                   f"{below}{resumed}{adapted}) in {done.seconds:.1f}s")
     if done.rejected:
         warn(on_event, describe_rejects(run.sink, source, run.rejects_path))
 
@@ -315,7 +317,7 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
         scorer = scorer_for(replace(spec, device="cpu", dtype="auto", quantize="none", runtime="torch"), given)
         label_set, lexicon_note = label_set_for(scorer, job.labels, job.lexicon)
         info(on_event, f"{scorer.backbone.name}, {scorer.prompt_note}{lexicon_note}, {len(label_set)} labels; "
-                       f"starting Ray workers")
+                       f"{scorer.calibration.note}; starting Ray workers")
         del scorer
         result = label_with_ray(job.input, job.out, job.fmt, spec, label_set, job.options, job.cluster, chunk_rows,
                                 job.force)

@@ -38,6 +38,30 @@ class Calibration:
 
 
 CALIBRATION_BINS = 10
+COVERAGE_THRESHOLDS = tuple(k / 10 for k in range(1, 10))  # the --min-score values eval reports
+
+
+@dataclass
+class CoverageRow:
+    """What `label --min-score threshold` would do on these rows: the share of rows that keep a
+    label, and how many of those are right."""
+
+    threshold: float
+    kept: float
+    accuracy: float | None  # None when no row is kept
+
+
+def coverage(correct: Sequence[bool], scores: Sequence[float],
+             thresholds: Sequence[float] = COVERAGE_THRESHOLDS) -> list[CoverageRow]:
+    """Risk against coverage: for each threshold on the predicted label's score, the rows kept
+    (score >= threshold, as rounded in the output) and their accuracy."""
+    rounded = [round(score, 6) for score in scores]
+    rows = []
+    for threshold in thresholds:
+        kept = [ok for ok, score in zip(correct, rounded) if score >= threshold]
+        rows.append(CoverageRow(threshold, _safe_div(len(kept), len(correct)),
+                                _safe_div(sum(kept), len(kept)) if kept else None))
+    return rows
 
 
 def calibration(correct: Sequence[bool], scores: Sequence[float], bins: int = CALIBRATION_BINS) -> Calibration:
@@ -63,6 +87,7 @@ class Report:
     confusion: dict[str, dict[str, int]]  # gold -> predicted -> count
     labels: list[str]
     calibration: Calibration | None = None  # when the scores are known
+    coverage: list[CoverageRow] | None = None  # when the scores are known: what --min-score would keep
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,4 +159,5 @@ def evaluate_predictions(
         confusion=confusion,
         labels=list(labels),
         calibration=None if scores is None else calibration([g == p for g, p in zip(gold, pred)], scores),
+        coverage=None if scores is None else coverage([g == p for g, p in zip(gold, pred)], scores),
     )

@@ -66,9 +66,10 @@ class StageTimes:
 class ChunkScores:
     """A frame's scores, for its rows with text, in row order."""
 
-    probs: np.ndarray  # [M, L] float32: the softmax over the label set
+    probs: np.ndarray  # [M, L] float32: the calibrated softmax over the label set
     top_p: np.ndarray  # [M, K] the K best probabilities, best first
     top_i: np.ndarray  # [M, K] their labels' indices
+    logits: np.ndarray  # [M, L] float32: before calibration (eval --calibrate fits on them)
 
 
 def text_vectors(
@@ -96,13 +97,19 @@ def score_chunk(
     labels = scorer.label_count(label_vectors)
     if len(encoded) == 0:
         empty = np.zeros((0, labels), dtype=np.float32)
-        return ChunkScores(empty, empty[:, :ranks], np.zeros((0, ranks), dtype=np.int64))
+        return ChunkScores(empty, empty[:, :ranks], np.zeros((0, ranks), dtype=np.int64), empty)
     vectors = text_vectors(scorer, encoded, batching, on_batch)
     if centre is not None:
         vectors = centre(vectors)
-    probs = torch.softmax(scorer.logits(vectors, label_vectors).float(), dim=-1)
-    top_p, top_i = probs.topk(min(ranks, labels), dim=-1)
-    return ChunkScores(probs.cpu().numpy(), top_p.cpu().numpy(), top_i.cpu().numpy())
+    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks)
+
+
+def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1) -> ChunkScores:
+    """The calibrated probabilities of a chunk's logits and their `ranks` best, computed where the
+    logits are and copied back once."""
+    probs = scorer.probabilities(logits)
+    top_p, top_i = probs.topk(min(ranks, probs.shape[-1]), dim=-1)
+    return ChunkScores(probs.cpu().numpy(), top_p.cpu().numpy(), top_i.cpu().numpy(), logits.float().cpu().numpy())
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the calibration of the scores (older files load, with none)
 _TENSOR_KEY = "prompt"
 _META_KEY = "rosprompt"
 
@@ -38,6 +38,9 @@ class PromptMeta:
     train_labels: dict[str, list[str]] = field(default_factory=dict)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # How the scores are calibrated (calibration.Calibration.as_dict()); None in files written
+    # before calibration existed: they take the backbone's default (calibration.default_calibration).
+    calibration: dict[str, Any] | None = None
     tool_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -50,6 +53,10 @@ class PromptMeta:
             raise ValueError(f"unknown verbalizer {self.verbalizer!r}")
         if self.temperature <= 0:
             raise ValueError("temperature must be positive")
+        if self.calibration is not None:
+            from rosprompt_cli.calibration import Calibration
+
+            Calibration.from_dict(self.calibration)  # a bad value fails here, as invalid metadata
 
 
 @dataclass

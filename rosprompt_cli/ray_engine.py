@@ -92,6 +92,7 @@ class RayResult:
     rows: int = 0
     labelled: int = 0
     empty_text: int = 0
+    below_min_score: int = 0
     seconds: float = 0.0
     label_counts: Counter = field(default_factory=Counter)
 
@@ -284,9 +285,9 @@ def _run(ray: Any, files: list[Path], in_fmt: str, input_spec: str, target: Path
     _remove(partial)
     try:
         if single_file:
-            _write_single(labelled, partial, options.label_col, result)
+            _write_single(labelled, partial, options.label_col, options.score_col, result)
         else:
-            _write_shards(labelled, partial, options.label_col, result)
+            _write_shards(labelled, partial, options.label_col, options.score_col, result)
         _remove(target)
         partial.replace(target)
     except BaseException:
@@ -296,7 +297,7 @@ def _run(ray: Any, files: list[Path], in_fmt: str, input_spec: str, target: Path
     return result
 
 
-def _write_single(dataset: Any, path: Path, label_col: str, result: RayResult) -> None:
+def _write_single(dataset: Any, path: Path, label_col: str, score_col: str, result: RayResult) -> None:
     """Stream the labelled batches, in order, into one Parquet file written by this process."""
     import pyarrow.parquet as pq
 
@@ -308,7 +309,7 @@ def _write_single(dataset: Any, path: Path, label_col: str, result: RayResult) -
             elif batch.schema != writer.schema:  # e.g. a JSONL column null in one file, text in another
                 batch = batch.cast(writer.schema)
             writer.write_table(batch)
-            tally_labels(result, pl.from_arrow(batch.column(label_col)))
+            tally_labels(result, pl.from_arrow(batch.column(label_col)), pl.from_arrow(batch.column(score_col)))
     finally:
         if writer is not None:
             writer.close()
@@ -316,7 +317,7 @@ def _write_single(dataset: Any, path: Path, label_col: str, result: RayResult) -
         raise RosPromptError(f"{path.name.removeprefix('.').removesuffix('.partial')}: the input has no rows")
 
 
-def _write_shards(dataset: Any, folder: Path, label_col: str, result: RayResult) -> None:
+def _write_shards(dataset: Any, folder: Path, label_col: str, score_col: str, result: RayResult) -> None:
     """Let the cluster write the shards (part-NNNNNN.parquet, in input order), then count them."""
     from ray.data.datasource import FilenameProvider
 
@@ -332,8 +333,8 @@ def _write_shards(dataset: Any, folder: Path, label_col: str, result: RayResult)
     shards = _number_shards(folder)
     if not shards:
         raise RosPromptError(f"{folder.name.removeprefix('.').removesuffix('.partial')}: the input has no rows")
-    labels = pl.scan_parquet(shards).select(label_col).collect().get_column(label_col)
-    tally_labels(result, labels)
+    columns = pl.scan_parquet(shards).select(label_col, score_col).collect()
+    tally_labels(result, columns.get_column(label_col), columns.get_column(score_col))
 
 
 def _number_shards(folder: Path) -> list[Path]:

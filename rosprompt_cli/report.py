@@ -162,6 +162,26 @@ def _reliability_chart(report: Report) -> str:
     return _svg(draw, 7, 4.2)
 
 
+def _coverage_chart(report: Report) -> str:
+    assert report.coverage is not None
+    rows = report.coverage
+
+    def draw(fig, ax) -> None:
+        thresholds = [r.threshold for r in rows]
+        ax.plot(thresholds, [r.kept for r in rows], marker="o", color="#4c78a8", label="share of rows kept")
+        kept = [(r.threshold, r.accuracy) for r in rows if r.accuracy is not None]
+        ax.plot([t for t, _ in kept], [a for _, a in kept], marker="s", color="#e45756",
+                label="accuracy of the kept rows")
+        ax.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=1, label="accuracy = threshold")
+        ax.set_xlim(0.05, 0.95)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("--min-score threshold on the calibrated score")
+        ax.set_ylabel("share")
+        ax.legend(loc="lower left", fontsize=8)
+
+    return _svg(draw, 7, 4.2)
+
+
 def _table(header: list[str] | None, rows: list[list[str]]) -> str:
     head = "" if header is None else "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -230,6 +250,16 @@ def render_report(report: Report, metrics: dict, context: ReportContext) -> str:
             f"{report.calibration.ece:.4f}. Use it to choose a --threshold for --multi-label, or a score under "
             f"which rows go to a person.",
             _reliability_chart(report), "reliability"))
+    if report.coverage is not None:
+        sections.append(_section(
+            "What a threshold buys",
+            "label --min-score T leaves a row without a label (for a person to look at) when its best score is "
+            "below T. For each T: the share of rows that keep their label, and how many of those are right. Pick "
+            "the T where the accuracy of the kept rows is what you can publish unchecked.",
+            _coverage_chart(report) + _table(["--min-score", "rows kept", "accuracy of kept rows"], [
+                [f"{r.threshold:.1f}", f"{r.kept:.1%}", "-" if r.accuracy is None else f"{r.accuracy:.3f}"]
+                for r in report.coverage]),
+            "coverage"))
     data = json.dumps(metrics, ensure_ascii=False).replace("</", "<\\/")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -26,16 +26,34 @@ class RunCounts(Protocol):
     rows: int
     labelled: int
     empty_text: int
+    below_min_score: int
     label_counts: Counter
 
 
-def tally_labels(counts: RunCounts, labels: pl.Series) -> None:
-    """Add a labelled chunk's label column to the run's counts (a null label: empty text)."""
+COUNTS = ("rows", "labelled", "empty_text", "below_min_score")  # with label_counts: what a run counts
+
+
+def tally_labels(counts: RunCounts, labels: pl.Series, scores: pl.Series) -> None:
+    """Add a labelled chunk's label and score columns to the run's counts: a row without a score
+    had empty text; one with a score but no label scored below --min-score."""
     counts.rows += labels.len()
-    counts.empty_text += labels.null_count()
+    counts.empty_text += scores.null_count()
     counts.labelled += labels.len() - labels.null_count()
+    counts.below_min_score += int((labels.is_null() & scores.is_not_null()).sum())
     for label, n in labels.drop_nulls().value_counts().iter_rows():
         counts.label_counts[label] += n
+
+
+def counts_of(counts: RunCounts) -> dict:
+    """The counts as JSON, for a progress file or the record of a published output."""
+    return {key: getattr(counts, key) for key in COUNTS} | {"label_counts": dict(counts.label_counts)}
+
+
+def restore_counts(counts: RunCounts, saved: dict) -> None:
+    """The counts `counts_of` saved (a key an older record lacks counts 0)."""
+    for key in COUNTS:
+        setattr(counts, key, int(saved.get(key, 0)))
+    counts.label_counts = Counter(saved["label_counts"])
 
 
 @dataclass
@@ -49,6 +67,7 @@ class RunSummary:
     rows: int = 0  # rows written to the output
     labelled: int = 0
     empty_text: int = 0
+    below_min_score: int = 0  # rows scored, left without a label by --min-score
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_file: str | None = None
@@ -60,6 +79,7 @@ class RunSummary:
     label_counts: Counter = field(default_factory=Counter)
     model: dict = field(default_factory=dict)
     prompt: str | None = None
+    calibration: dict | None = None  # how `score` is calibrated (calibration.Calibration)
     adapt: str | None = None  # --adapt: what the text vectors were centred on
     labels: list[str] = field(default_factory=list)
     error: str | None = None
@@ -98,7 +118,7 @@ def combined(summaries: list[dict], status: str, error: str | None, skipped: lis
     for one in summaries:
         label_counts.update(one.get("label_counts", {}))
     totals = {key: sum(one.get(key, 0) for one in summaries)
-              for key in ("rows_read", "rows", "labelled", "empty_text", "rejected", "seconds")}
+              for key in ("rows_read", *COUNTS, "rejected", "seconds")}
     totals["seconds"] = round(totals["seconds"], 3)
     stages: Counter = Counter()
     for one in summaries:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -420,6 +421,31 @@ def run_train(job: TrainJob, on_event: OnEvent = ignore, backbone: Backbone | No
                               negatives=negative_topics)
     finally:
         on_event(RowsFinished())
+    prompt = calibrated(backbone, prompt, label_set, data, dev)
     prompt.save(job.out)
-    info(on_event, f"saved {job.out} (epoch {prompt.meta.metrics['selected_epoch']} kept)")
+    fitted = prompt.meta.calibration or {}
+    info(on_event, f"saved {job.out} (epoch {prompt.meta.metrics['selected_epoch']} kept; scores calibrated on "
+                   f"{fitted.get('fitted_on')}: T={fitted.get('temperature', 1.0):.3f})")
     return prompt
+
+
+def calibrated(backbone: Backbone, prompt: SoftPrompt, label_set: LabelSet, train: LabelledData,
+               dev: LabelledData | None) -> SoftPrompt:
+    """The prompt with its calibration (calibration.py), fitted on the dev rows when there are
+    enough of them (calibration.MIN_ROWS), else on the dev and training rows together, with the
+    training labels' own names (as `label` scores them with a prompt)."""
+    from rosprompt_cli.calibration import MIN_ROWS, fit
+    from rosprompt_cli.pipeline import score_chunk
+    from rosprompt_cli.verbalizers import make_scorer
+
+    if dev is not None and len(dev) >= MIN_ROWS:
+        texts, labels, where = dev.texts, dev.labels, f"the --dev rows ({dev.source})"
+    else:
+        texts = train.texts + (dev.texts if dev is not None else [])
+        labels = train.labels + (dev.labels if dev is not None else [])
+        where = "the training" + (" and --dev" if dev is not None else "") + " rows"
+    scorer = make_scorer(backbone, prompt, prompt.meta.verbalizer)
+    logits = score_chunk(scorer, scorer.encode(texts), scorer.label_vectors(label_set), scorer.default_batching).logits
+    index = {name: i for i, name in enumerate(label_set.names)}
+    fitted = fit(logits, np.array([index[label] for label in labels]), f"{where}, {len(labels)} rows", min_rows=1)
+    return SoftPrompt(prompt.vectors, replace(prompt.meta, calibration=fitted.as_dict()))

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, SAMPLES
 
 SCREENSHOT = REPO / "docs" / "eval_report.png"  # README's picture; ROSPROMPT_UPDATE_SCREENSHOT=1 rewrites it
-CHARTS = ("languages", "labels", "confusion", "reliability")
+CHARTS = ("languages", "labels", "confusion", "reliability", "coverage")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_report_is_one_self_contained_file(report):
     assert outside == [], outside  # only links inside the page, or data carried in it
     assert "<script src" not in page and "@import" not in page and "http://" not in page.replace(
         "http://www.w3.org/", "")
-    assert [f'id="{name}"' in page for name in CHARTS] == [True] * 4
+    assert [f'id="{name}"' in page for name in CHARTS] == [True] * 5
 
 
 class _DevTools:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from rosprompt_cli.adapt import SAMPLE_ROWS
 from rosprompt_cli.commands import common
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.evaluation import EvalJob, run_eval
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.metrics import Report
@@ -44,6 +45,15 @@ def _tables(report: Report, title: str) -> list[Table]:
             per_lang.add_row(lang or "(empty)", str(int(m["n"])), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}")
         tables.append(per_lang)
 
+    if report.calibration is not None and report.coverage is not None:
+        kept = Table(title=f"what --min-score keeps (scores' expected calibration error {report.calibration.ece:.3f})")
+        for col in ("--min-score", "rows kept", "accuracy of kept rows"):
+            kept.add_column(col, justify="right")
+        for row in report.coverage:
+            accuracy = "-" if row.accuracy is None else f"{row.accuracy:.3f}"
+            kept.add_row(f"{row.threshold:.1f}", f"{row.kept:.1%}", accuracy)
+        tables.append(kept)
+
     confusion = Table(title="confusion (rows: gold, columns: predicted)")
     confusion.add_column("gold \\ pred")
     for label in report.labels:
@@ -52,6 +62,14 @@ def _tables(report: Report, title: str) -> list[Table]:
         confusion.add_row(gold, *(str(report.confusion[gold][p]) for p in report.labels))
     tables.append(confusion)
     return tables
+
+
+def _calibrate_to(calibrate: bool, out_prompt: str | None) -> str | None:
+    if calibrate and out_prompt is None:
+        raise RosPromptError("--calibrate writes the calibrated prompt: give --out-prompt FILE.safetensors")
+    if out_prompt is not None and not calibrate:
+        raise RosPromptError("--out-prompt is where --calibrate writes the calibrated prompt: add --calibrate")
+    return out_prompt if calibrate else None
 
 
 def evaluate(
@@ -79,6 +97,17 @@ def evaluate(
             "reliability. Default: none.",
             show_default=False,
         ),
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option("--calibrate", help="Fit the calibration of the scores on these labelled rows (their label set "
+                     "and texts; at least 50 rows) and write the prompt with it to --out-prompt; prints the expected "
+                     "calibration error before and after."),
+    ] = False,
+    out_prompt: Annotated[
+        str | None,
+        typer.Option("--out-prompt", help="With --calibrate: where to write the calibrated prompt (.safetensors). "
+                     "Default: none.", show_default=False),
     ] = None,
     adapt: common.Adapt = False,
     adapt_by: common.AdaptBy = None,
@@ -110,6 +139,7 @@ def evaluate(
         lexicon=lexicon, batch_size=batch_size, max_batch_tokens=max_batch_tokens, fmt=fmt, split=split, output=output, report=report,
         command=shlex.join(["rosprompt", *sys.argv[1:]]),
         adapt=common.adapt_options(adapt, adapt_by, adapt_sample),
+        calibrate=_calibrate_to(calibrate, out_prompt),
     )
     result = run_eval(job, common.Renderer(progress_every), common.scorer_source(ctx))
     console = Console()

@@ -43,7 +43,14 @@ def label(
     all_scores: Annotated[bool, typer.Option("--all-scores", help="Add a score_<label> column per label.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Also add label_2/score_2 … up to rank K.")] = 1,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Add a 'labels' column: every label scoring ≥ --threshold, joined by '|'.")] = False,
-    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are softmax probabilities).")] = 0.3,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are calibrated probabilities).")] = 0.3,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help="A row whose best score is below this keeps its score but gets an empty label "
+                     "(null in JSONL and Parquet), to be looked at by a person; --summary counts them. Scores are "
+                     "calibrated probabilities: see `eval` for the share of rows kept and their accuracy at each "
+                     "threshold. Default: every row gets its best label.", show_default=False),
+    ] = None,
     adapt: common.Adapt = False,
     adapt_by: common.AdaptBy = None,
     adapt_sample: common.AdaptSample = SAMPLE_ROWS,
@@ -152,7 +159,7 @@ def label(
                                       common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
                                       device, dtype, quantize, max_length, runtime, threads),
             options=LabelOptions(text_col=text_col, batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k, multi_label=multi_label,
-                                 threshold=threshold, all_scores=all_scores, label_col=out_label_col,
+                                 threshold=threshold, min_score=min_score, all_scores=all_scores, label_col=out_label_col,
                                  score_col=out_score_col, adapt=common.adapt_options(adapt, adapt_by, adapt_sample)),
             lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, unclosed_quote=unclosed_quote, rejects=rejects,
             resume=resume,

@@ -10,13 +10,14 @@ the same two sides through a `TrainingHead`, whose features are differentiable i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.batching import Batching, EncodedTexts
+from rosprompt_cli.calibration import Calibration, default_calibration
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
@@ -54,6 +55,7 @@ class Scorer(Protocol):
     prompt: SoftPrompt | None
     max_length: int | None
     prompt_note: str  # which prompt is in use, for status lines and summaries ("shipped prompt …")
+    calibration: Calibration  # applied by `probabilities`
 
     @property
     def default_batching(self) -> Batching: ...
@@ -69,6 +71,8 @@ class Scorer(Protocol):
     def label_count(self, label_vectors: LabelVectors) -> int: ...
 
     def logits(self, text_vectors: torch.Tensor, label_vectors: LabelVectors) -> torch.Tensor: ...
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor: ...
 
 
 def text_token_limit(
@@ -139,6 +143,22 @@ class ScorerBase:
         # Which prompt is in use, for status lines and summaries; spec.build_scorer names the file.
         self.prompt_note = self.plain_note if prompt is None else "a given prompt"
         self._prompt_vectors = prompt.vectors.to(backbone.device) if prompt is not None else None
+        self.calibration = self._stored_calibration()
+
+    def _stored_calibration(self) -> Calibration:
+        """The prompt file's calibration; else (a file from before calibration, or no prompt)
+        the backbone's default for this verbalizer, if one was fitted."""
+        if self.prompt is not None and self.prompt.meta.calibration is not None:
+            return Calibration.from_dict(self.prompt.meta.calibration)
+        default = default_calibration(self.backbone.content_hash, self.verbalizer, self.prompt is not None)
+        if self.prompt is not None and default.fitted_on:
+            return replace(default, fitted_on=f"the prompt stores none: the default, {default.fitted_on}")
+        return default
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The calibrated softmax over the labels: logits divided by the calibration's temperature
+        (each row's order of labels, and so its label, is the uncalibrated one)."""
+        return torch.softmax(logits.float() / self.calibration.temperature, dim=-1)
 
     @property
     def default_batching(self) -> Batching:
@@ -150,7 +170,7 @@ class ScorerBase:
 
     def settings(self) -> dict[str, object]:
         """What, beyond the model and prompt, decides the scores (for the resume fingerprint)."""
-        return {"verbalizer": self.verbalizer}
+        return {"verbalizer": self.verbalizer, "calibration": self.calibration.temperature}
 
     def to_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the backbone's device; batches.EncodedTexts.device_batches puts a whole chunk

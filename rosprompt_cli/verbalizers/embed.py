@@ -84,7 +84,7 @@ class EmbeddingScorer(ScorerBase):
         self.temperature = temperature or (prompt.meta.temperature if prompt else DEFAULT_TEMPERATURE)
 
     def settings(self) -> dict[str, object]:
-        return {"verbalizer": self.verbalizer, "label_template": self.label_template, "temperature": self.temperature}
+        return super().settings() | {"label_template": self.label_template, "temperature": self.temperature}
 
     @torch.inference_mode()
     def name_vectors(self, names: Sequence[str], batch_size: int = 64) -> torch.Tensor:

@@ -246,7 +246,7 @@ class MlmScorer(ScorerBase):
         self.text_limit()  # refuse a --max-length with no room for the text now, not at the first batch
 
     def settings(self) -> dict[str, object]:
-        return {"verbalizer": self.verbalizer, **asdict(self.options)}
+        return super().settings() | asdict(self.options)
 
     def text_limit(self, prompt_length: int | None = None) -> int:
         """Tokens left for the text; `prompt_length`: room to keep for a prompt other than this
