@@ -34,25 +34,32 @@ _SEARCH = (-4.0, 4.0)  # log(T) between about 0.02 and 55
 
 @dataclass(frozen=True)
 class Calibration:
-    """Divide the logits by `temperature` before the softmax. `fitted_on`: what it was fitted on,
-    for status lines ("" for none: the raw softmax); `rows` and the ECE before and after, as
-    measured on those rows."""
+    """Divide the logits by `temperature` before the softmax. `adapted_temperature`: the T for
+    logits of text vectors centred by --adapt, which spread wider (None: use `temperature`).
+    `fitted_on`: what it was fitted on, for status lines ("" for none: the raw softmax); `rows`
+    and the ECE before and after, as measured on those rows."""
 
     temperature: float = 1.0
     fitted_on: str = ""
     rows: int = 0
     ece_before: float | None = None
     ece_after: float | None = None
+    adapted_temperature: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"calibration temperature must be a positive number, not {self.temperature}")
+        for value in (self.temperature, self.adapted_temperature):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"calibration temperature must be a positive number, not {value}")
+
+    def temperature_for(self, centred: bool) -> float:
+        return self.adapted_temperature if centred and self.adapted_temperature is not None else self.temperature
 
     @property
     def note(self) -> str:
         if not self.fitted_on:
             return "scores not calibrated (no calibration for this model: eval --calibrate fits one)"
-        return f"scores calibrated ({self.fitted_on}, T={self.temperature:.3f})"
+        adapted = "" if self.adapted_temperature is None else f", with --adapt T={self.adapted_temperature:.3f}"
+        return f"scores calibrated ({self.fitted_on}, T={self.temperature:.3f}{adapted})"
 
     def as_dict(self) -> dict:
         return asdict(self)

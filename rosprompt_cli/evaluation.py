@@ -114,7 +114,7 @@ def _adapted_scores(
     label_vectors = scorer.label_vectors(scored)
     centred = centres.centre(vectors, row_groups).to(device=label_vectors.device, dtype=label_vectors.dtype)
     with torch.inference_mode():
-        return scores_of(scorer, scorer.logits(centred, label_vectors)), centres
+        return scores_of(scorer, scorer.logits(centred, label_vectors), centred=True), centres
 
 
 def adapted_report(
@@ -159,9 +159,6 @@ class EvalJob:
             if not self.scorer.use_prompt:
                 raise RosPromptError("--calibrate stores the calibration in a prompt file: use it with a prompt "
                                      "(--prompt FILE, or the shipped one), not --no-prompt")
-            if self.adapt is not None:
-                raise RosPromptError("--calibrate fits the scores label writes without --adapt; run it without "
-                                     "--adapt/--adapt-by")
         for option, path, what in (("--output", self.output, "the metrics"), ("--report", self.report, "the report"),
                                    ("--out-prompt", self.calibrate, "the calibrated prompt")):
             if path is None:
@@ -218,7 +215,8 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore, scorer: Scorer | ScorerFa
         on_event(RowsFinished())
     if centres is not None:
         note += f", {centres.summary()}"
-    fitted = _calibrate(scorer, logits, data, scored, job.calibrate, on_event) if job.calibrate else None
+    fitted = (_calibrate(scorer, logits, data, scored, job.calibrate, job.adapt is not None, report, on_event)
+              if job.calibrate else None)
     result = EvalResult(report, data.source, note, scorer.backbone.name, scorer.calibration, fitted)
     if job.output:
         _write(job.output, json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
@@ -230,20 +228,27 @@ def run_eval(job: EvalJob, on_event: OnEvent = ignore, scorer: Scorer | ScorerFa
     return result
 
 
-def _calibrate(scorer: Scorer, logits: np.ndarray, data: LabelledData, scored: LabelSet, out: str,
-               on_event: OnEvent) -> Calibration:
-    """eval --calibrate: fit the calibration on these rows and write the prompt with it."""
+def _calibrate(scorer: Scorer, logits: np.ndarray, data: LabelledData, scored: LabelSet, out: str, adapted: bool,
+               report: Report, on_event: OnEvent) -> Calibration:
+    """eval --calibrate: fit the calibration on these rows and write the prompt with it. With
+    --adapt (`adapted`) the logits are of centred vectors: only the --adapt temperature is fitted
+    and the prompt's plain one is kept."""
     index = {name: i for i, name in enumerate(scored.names)}
     fitted = fit_calibration(logits, np.array([index[label] for label in data.labels]),
                              f"{data.source}, {len(data):,} rows, {len(scored)} labels")
     assert scorer.prompt is not None  # EvalJob refuses --calibrate with --no-prompt
-    calibrated = SoftPrompt(scorer.prompt.vectors, replace(scorer.prompt.meta, calibration=fitted.as_dict()))
+    stored = (replace(scorer.calibration, adapted_temperature=fitted.temperature) if adapted
+              else replace(fitted, adapted_temperature=scorer.calibration.adapted_temperature))
+    calibrated = SoftPrompt(scorer.prompt.vectors, replace(scorer.prompt.meta, calibration=stored.as_dict()))
     try:
         calibrated.save(out)
     except OSError as exc:
         raise write_failed(out, exc) from exc
-    info(on_event, f"calibration fitted on {fitted.rows:,} rows: T={fitted.temperature:.3f}, expected calibration "
-                   f"error {fitted.ece_before:.3f} -> {fitted.ece_after:.3f}; calibrated prompt written to {out}")
+    which = "the --adapt temperature" if adapted else "calibration"
+    before = report.calibration.ece if report.calibration is not None else fitted.ece_before
+    info(on_event, f"{which} fitted on {fitted.rows:,} rows: T={fitted.temperature:.3f}, expected calibration "
+                   f"error {before:.3f} (as the prompt was) -> {fitted.ece_after:.3f}; calibrated prompt written to "
+                   f"{out}")
     return fitted
 
 

@@ -101,13 +101,13 @@ def score_chunk(
     vectors = text_vectors(scorer, encoded, batching, on_batch)
     if centre is not None:
         vectors = centre(vectors)
-    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks)
+    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks, centred=centre is not None)
 
 
-def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1) -> ChunkScores:
+def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1, centred: bool = False) -> ChunkScores:
     """The calibrated probabilities of a chunk's logits and their `ranks` best, computed where the
-    logits are and copied back once."""
-    probs = scorer.probabilities(logits)
+    logits are and copied back once. `centred`: logits of --adapt's centred text vectors."""
+    probs = scorer.probabilities(logits, centred)
     top_p, top_i = probs.topk(min(ranks, probs.shape[-1]), dim=-1)
     return ChunkScores(probs.cpu().numpy(), top_p.cpu().numpy(), top_i.cpu().numpy(), logits.float().cpu().numpy())
 

@@ -148,17 +148,21 @@ class ScorerBase:
     def _stored_calibration(self) -> Calibration:
         """The prompt file's calibration; else (a file from before calibration, or no prompt)
         the backbone's default for this verbalizer, if one was fitted."""
-        if self.prompt is not None and self.prompt.meta.calibration is not None:
-            return Calibration.from_dict(self.prompt.meta.calibration)
         default = default_calibration(self.backbone.content_hash, self.verbalizer, self.prompt is not None)
+        if self.prompt is not None and self.prompt.meta.calibration is not None:
+            stored = Calibration.from_dict(self.prompt.meta.calibration)
+            if stored.adapted_temperature is None:  # train fits no --adapt T: the backbone's default one
+                stored = replace(stored, adapted_temperature=default.adapted_temperature)
+            return stored
         if self.prompt is not None and default.fitted_on:
             return replace(default, fitted_on=f"the prompt stores none: the default, {default.fitted_on}")
         return default
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: torch.Tensor, centred: bool = False) -> torch.Tensor:
         """The calibrated softmax over the labels: logits divided by the calibration's temperature
-        (each row's order of labels, and so its label, is the uncalibrated one)."""
-        return torch.softmax(logits.float() / self.calibration.temperature, dim=-1)
+        (each row's order of labels, and so its label, is the uncalibrated one). `centred`: the
+        logits are of --adapt's centred text vectors."""
+        return torch.softmax(logits.float() / self.calibration.temperature_for(centred), dim=-1)
 
     @property
     def default_batching(self) -> Batching:
@@ -170,7 +174,8 @@ class ScorerBase:
 
     def settings(self) -> dict[str, object]:
         """What, beyond the model and prompt, decides the scores (for the resume fingerprint)."""
-        return {"verbalizer": self.verbalizer, "calibration": self.calibration.temperature}
+        return {"verbalizer": self.verbalizer, "calibration": self.calibration.temperature,
+                "adapted_calibration": self.calibration.adapted_temperature}
 
     def to_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch on the backbone's device; batches.EncodedTexts.device_batches puts a whole chunk
