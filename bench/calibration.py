@@ -10,7 +10,8 @@ names) and kept in --cache, so the fits and tables are cheap to redo. In one run
               fitted on half of the languages and measured on the other half (and the reverse),
               which shows whether rows it never saw do as well;
   ece         expected calibration error (10 bins) before and after, overall, per language
-              family, in and out of XLM-R's languages, for the shipped prompt and no prompt; with
+              family, in and out of XLM-R's languages, for the shipped prompt, the open-data prompt
+              (prompts/open_data.safetensors, when there) and no prompt; with
               --adapt-by lang, at the plain T and at a T fitted for centred vectors (the --adapt
               temperature);
   transfer    the shipped prompt's T on label sets and texts it was not fitted on: SIB-200's
@@ -26,6 +27,7 @@ rosprompt_cli/data/calibration.json and the shipped prompt's calibration into it
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -48,6 +50,7 @@ from rosprompt_cli.spec import ScorerSpec, build_scorer, label_set_for  # noqa: 
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200"
 SIB_LABELS = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"]
+OPEN_DATA_PROMPT = REPO / "prompts" / "open_data.safetensors"
 THRESHOLDS = [round(0.1 * k, 1) for k in range(1, 10)]
 ROW_COUNTS = [10, 20, 30, 50, 100, 200, 400]
 
@@ -67,6 +70,15 @@ def vectors(scorer, texts: list[str], cache: Path, name: str) -> torch.Tensor:
     found = text_vectors_in_order(scorer, texts)
     np.save(path, found.numpy())
     return found
+
+
+def cache_name(setting: str, scorer) -> str:
+    """A setting's vector cache, named by its prompt vectors too: a retrained prompt is recomputed."""
+    name = setting.replace(" ", "_")
+    if scorer.prompt is None:
+        return name
+    digest = hashlib.sha256(scorer.prompt.vectors.float().numpy().tobytes()).hexdigest()[:12]
+    return f"{name}-{digest}"
 
 
 def logits_of(scorer, text_vectors: torch.Tensor, label_set: LabelSet) -> np.ndarray:
@@ -138,10 +150,13 @@ def main() -> None:
     result: dict = {"command": "python bench/calibration.py " + " ".join(sys.argv[1:]), "commit": source_commit(),
                     "rows": len(texts), "settings": {}}
     halves = dev["lang"].rank("dense").to_numpy() % 2 == 0  # every other language
-    for setting, use_prompt in (("shipped prompt", True), ("no prompt", False)):
-        scorer = build_scorer(ScorerSpec(use_prompt=use_prompt))
+    settings = [("shipped prompt", ScorerSpec()), ("no prompt", ScorerSpec(use_prompt=False))]
+    if OPEN_DATA_PROMPT.exists():
+        settings.insert(1, ("open-data prompt", ScorerSpec(prompt=str(OPEN_DATA_PROMPT))))
+    for setting, spec in settings:
+        scorer = build_scorer(spec)
         scored, _ = label_set_for(scorer, sib_set, None)
-        found = vectors(scorer, texts, cache, setting.replace(" ", "_"))
+        found = vectors(scorer, texts, cache, cache_name(setting, scorer))
         logits = logits_of(scorer, found, scored)
         temperature = fit_temperature(logits, gold)
         fold = {}
@@ -161,7 +176,7 @@ def main() -> None:
         entry["adapt_by_lang"] = {"same_temperature": ece_table(adapted, gold, temperature),
                                   "own_temperature": adapted_t, "own": ece_table(adapted, gold, adapted_t),
                                   "coverage": coverage(adapted, gold, adapted_t)}
-        if use_prompt:
+        if setting == "shipped prompt":
             transfer = {}
             eng14 = pl.concat([pl.read_csv(SIB / "eng_14" / f"{split}.tsv", separator="\t", quote_char=None)
                                for split in ("train", "dev")])
@@ -202,11 +217,17 @@ def write_defaults(result: dict) -> None:
                         "adapted_temperature": round(entry["adapt_by_lang"]["own_temperature"], 4)}
     data[result["backbone_hash"]] = {"embed": entries}
     path.write_text(json.dumps(data, indent=2) + "\n")
-    # the shipped prompt carries its own, as every prompt train writes does
-    shipped = SoftPrompt.load(shipped_prompt_path())
-    stored = entries["prompt"] | {"fitted_on": f"SIB-200 dev, {result['rows']:,} rows, 7 labels"}
-    SoftPrompt(shipped.vectors, replace(shipped.meta, calibration=Calibration.from_dict(stored).as_dict())).save(
-        shipped_prompt_path())
+    # the shipped prompts carry their own, as every prompt train writes does
+    for setting, path in (("shipped prompt", shipped_prompt_path()), ("open-data prompt", OPEN_DATA_PROMPT)):
+        if setting not in result["settings"]:
+            continue
+        entry = result["settings"][setting]
+        stored = Calibration(round(entry["temperature"], 4), f"SIB-200 dev, {result['rows']:,} rows, 7 labels",
+                             result["rows"], round(entry["ece"]["all"]["before"], 4),
+                             round(entry["ece"]["all"]["after"], 4),
+                             round(entry["adapt_by_lang"]["own_temperature"], 4))
+        prompt = SoftPrompt.load(path)
+        SoftPrompt(prompt.vectors, replace(prompt.meta, calibration=stored.as_dict())).save(path)
 
 
 def report(result: dict) -> str:
