@@ -8,9 +8,10 @@ language +8.1 points without a prompt, +2.3 with the shipped prompt.
 
 The mean of a group is estimated from at most `sample_rows` of its rows, taken evenly spread over
 the group in input order, so its cost and memory do not grow with the corpus, and the same input
-always gives the same estimate. A group with fewer than `MIN_GROUP_ROWS` rows in the sample is
-centred on the mean of all sampled rows instead: a mean of a handful of texts is mostly their
-topics.
+always gives the same estimate. A group with fewer than `MIN_GROUP_ROWS` distinct texts in the
+sample is centred on the mean of all sampled rows instead: a mean of a handful of texts is mostly
+their topics (and that of one text is the text: centring on it leaves nothing to score). When the
+whole sample has fewer distinct texts than that, nothing is centred, and the run says so.
 """
 
 from __future__ import annotations
@@ -112,12 +113,30 @@ class Centres:
         return cls({g: np.asarray(m, dtype=np.float32) for g, m in data["means"].items()}, dict(data["rows"]),
                    np.asarray(data["fallback"], dtype=np.float32))
 
+    def moves(self, groups: Sequence[str] | np.ndarray) -> np.ndarray:
+        """[N] bool: whether `centre` moves each row of these groups (it has a mean, or the
+        fallback is one)."""
+        if self.fallback.any():
+            return np.ones(len(groups), dtype=bool)
+        return np.isin(np.asarray(groups, dtype=str), np.array(list(self.means), dtype=str))
+
+    @property
+    def uncentred_groups(self) -> int:
+        """Groups left as they are: no mean of their own, and too few distinct texts in the whole
+        sample for the mean of all rows (the fallback is then zero)."""
+        return 0 if self.fallback.any() else len(self.rows) - len(self.means)
+
     def summary(self) -> str:
         own = len(self.means)
+        sampled = sum(self.rows.values())
+        if own == 0 and not self.fallback.any():
+            return (f"not centred: {sampled:,} sampled rows hold fewer than {MIN_GROUP_ROWS} distinct texts, too few "
+                    f"to estimate a centre from")
         small = len(self.rows) - own if len(self.rows) > 1 else 0
+        left = "left as they are" if self.uncentred_groups else "centred on all rows"
         groups = "the whole input" if len(self.rows) == 1 else f"{own:,} groups" + (
-            f" ({small:,} too small, centred on all rows)" if small else "")
-        return f"centred on {groups}, from {sum(self.rows.values()):,} sampled rows"
+            f" ({small:,} too small, {left})" if small else "")
+        return f"centred on {groups}, from {sampled:,} sampled rows"
 
 
 class CentreSums:
@@ -126,6 +145,9 @@ class CentreSums:
     def __init__(self) -> None:
         self.sums: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
+        # distinct texts (by their vectors), counted up to MIN_GROUP_ROWS: per group and overall
+        self.distinct: dict[str, set[bytes]] = {}
+        self.all_distinct: set[bytes] = set()
 
     def add(self, vectors: np.ndarray, groups: Sequence[str]) -> None:
         for vector, group in zip(vectors.astype(np.float64), groups):
@@ -134,14 +156,23 @@ class CentreSums:
             else:
                 self.sums[group] = vector.copy()
             self.counts[group] = self.counts.get(group, 0) + 1
+            seen = self.distinct.setdefault(group, set())
+            if len(seen) < MIN_GROUP_ROWS or len(self.all_distinct) < MIN_GROUP_ROWS:
+                key = hashlib.blake2b(vector.tobytes(), digest_size=16).digest()
+                if len(seen) < MIN_GROUP_ROWS:
+                    seen.add(key)
+                if len(self.all_distinct) < MIN_GROUP_ROWS:
+                    self.all_distinct.add(key)
 
     def centres(self) -> Centres:
         if not self.counts:
             raise RosPromptError("--adapt: the input has no text to estimate its centre from")
         total = sum(self.counts.values())
         fallback = (sum(self.sums.values()) / total).astype(np.float32)
+        if len(self.all_distinct) < MIN_GROUP_ROWS:
+            fallback = np.zeros_like(fallback)  # centring on a few texts would erase them: leave all as they are
         means = {group: (self.sums[group] / n).astype(np.float32) for group, n in self.counts.items()
-                 if n >= MIN_GROUP_ROWS or len(self.counts) == 1}
+                 if len(self.distinct[group]) >= MIN_GROUP_ROWS}
         return Centres(means, dict(self.counts), fallback)
 
 

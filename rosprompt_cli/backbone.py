@@ -182,11 +182,13 @@ def cpu_has_native_bf16() -> bool:
 def check_placement(device: str, dtype: str, quantize: str) -> tuple[torch.device, torch.dtype]:
     """Validate --device, --dtype and --quantize together, before any model is loaded."""
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     check_choice("--quantize", quantize, QUANTIZE)
     if quantize == "int8" and dev.type != "cpu":
         raise RosPromptError("--quantize int8 is for CPU; on a GPU use --dtype float16 or bfloat16 instead")
-    return dev, torch_dtype
+    if quantize == "int8" and dtype.strip().lower() not in ("auto", "float32"):
+        raise RosPromptError(f"--quantize int8 runs int8 weights in float32 layers; it cannot be combined with --dtype "
+                             f"{dtype.strip().lower()}: give one or the other")
+    return dev, resolve_dtype(dtype, dev)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

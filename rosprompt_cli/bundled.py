@@ -278,9 +278,12 @@ def bundled_model_dir() -> Path:
                 os.replace(tmp / "model", final)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
+    except Exception as exc:  # an OSError, or safetensors' own error wrapping one (a full disk)
+        if not isinstance(exc, OSError) and "I/O error" not in str(exc):
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("I/O error: ")[-1]
         raise RosPromptError(
-            f"cannot write the converted bundled model under {models}: {exc.strerror or exc}; "
-            "set ROSPROMPT_HOME to a writable folder"
+            f"cannot write the converted bundled model under {models}: {reason}; set ROSPROMPT_HOME to a writable "
+            "folder with room for it (about 500 MB)"
         ) from exc
     return final

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     INTERNAL = 3  # a bug: please report it
     REJECTED = 4  # label: output published, but some input rows were set aside (the rejects file)
     LOCKED = 5  # label: another run is writing the same output (output.OutputLocked)
+    SUMMARY_NOT_WRITTEN = 6  # label: output published and complete, but --summary could not be written
     STDOUT_CLOSED = 141  # label: stdout's reader went away (| head); 128 + SIGPIPE, as the shell reports it
 
 
@@ -41,6 +42,12 @@ def check_choice(flag: str, value: str, choices: Iterable[str]) -> str:
 
 class WriteFailed(RosPromptError):
     """A file could not be written (a full disk, a quota, a file system that holds no files)."""
+
+
+class SummaryNotWritten(WriteFailed):
+    """The run finished and published its output; only its --summary could not be written."""
+
+    exit_code = ExitCode.SUMMARY_NOT_WRITTEN
 
 
 def write_failed(path: object, exc: BaseException) -> WriteFailed:

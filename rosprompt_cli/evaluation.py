@@ -26,7 +26,7 @@ from rosprompt_cli.calibration import fit as fit_calibration
 from rosprompt_cli.frames import batching_for, text_vectors_in_order
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.metrics import Report, evaluate_predictions
-from rosprompt_cli.paths import refuse_shared_paths, write_text_atomically
+from rosprompt_cli.paths import check_file_to_write, refuse_shared_paths, write_text_atomically
 from rosprompt_cli.pipeline import ChunkScores, score_chunk, scores_of
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.report import ReportContext, render_report
@@ -114,7 +114,7 @@ def _adapted_scores(
     label_vectors = scorer.label_vectors(scored)
     centred = centres.centre(vectors, row_groups).to(device=label_vectors.device, dtype=label_vectors.dtype)
     with torch.inference_mode():
-        return scores_of(scorer, scorer.logits(centred, label_vectors), centred=True), centres
+        return scores_of(scorer, scorer.logits(centred, label_vectors), centred=centres.moves(row_groups)), centres
 
 
 def adapted_report(
@@ -161,12 +161,8 @@ class EvalJob:
                                      "(--prompt FILE, or the shipped one), not --no-prompt")
         for option, path, what in (("--output", self.output, "the metrics"), ("--report", self.report, "the report"),
                                    ("--out-prompt", self.calibrate, "the calibrated prompt")):
-            if path is None:
-                continue
-            if Path(path).is_dir():
-                raise RosPromptError(f"{option} {path}: is a folder; give a file name for {what}")
-            if not Path(path).resolve().parent.is_dir():
-                raise RosPromptError(f"{option} {path}: folder {Path(path).parent} does not exist; create it first")
+            if path is not None:
+                check_file_to_write(option, path, what)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from rosprompt_cli.frames import (
     text_vectors_in_order,
     texts_with_text,
 )
-from rosprompt_cli.input_check import UNCLOSED_QUOTE, InputReport, RejectSink
+from rosprompt_cli.input_check import SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
@@ -162,7 +162,7 @@ class FileRun:
             except OSError as exc:
                 raise write_failed(self.rejects_path, exc) from exc
         else:
-            report = self.source.check(self.options.text_col)
+            report = self.source.check(self.options.text_col, FailOnReject(self.source.display, SKIP_ADVICE))
         if self.sink.count and self.rejects_path.exists() and not (self.request.force or self.request.resume):
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
         if report.columns or report.rows:
@@ -264,6 +264,7 @@ class FileRun:
             if self.options.adapt is not None:
                 centres = self._centres(scorer, progress)
                 summary.adapt = centres.summary()
+                summary.adapt_groups_not_centred = centres.uncentred_groups
             frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
             with closing(label_frames(frames, scorer, label_set, self.options, label_vectors, centres, times,
                                       on_rows)) as labelled:

@@ -25,6 +25,17 @@ def separator(fmt: str) -> str:
     return "\t" if fmt == "tsv" else ","
 
 
+def file_separator(path: Path, fmt: str) -> str:
+    """The field separator of a delimited-text file as it is written: tab for TSV; for CSV a
+    comma, or a semicolon when the header line has semicolons and no comma (as spreadsheets
+    export CSV where the comma is the decimal mark)."""
+    if fmt != "csv":
+        return separator(fmt)
+    with open(path, "rb") as fh:
+        header = fh.readline(1 << 16)
+    return ";" if b";" in header and b"," not in header else ","
+
+
 def extension(fmt: str) -> str:
     """The extension a file written in `fmt` gets."""
     return next(ext for ext, name in EXTENSIONS.items() if name == fmt)

@@ -20,7 +20,7 @@ from rosprompt_cli.adapt import AdaptOptions, Centres
 from rosprompt_cli.batching import Batching
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.pipeline import Chunk, ChunkScores, StageTimes, labelled_frames, score_chunk, text_vectors
+from rosprompt_cli.pipeline import Centring, Chunk, ChunkScores, StageTimes, labelled_frames, score_chunk, text_vectors
 from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 
@@ -226,7 +226,8 @@ def label_prepared(
     """The score and assemble stages of one frame. `centres`: with options.adapt, the text vectors
     are centred on them. `on_rows`: progress, per batch scored (and the blank rows at the end)."""
     times = times or StageTimes()
-    centre = partial(centres.centre, groups=chunk.groups) if centres is not None and chunk.groups is not None else None
+    centre = (Centring(partial(centres.centre, groups=chunk.groups), centres.moves(chunk.groups))
+              if centres is not None and chunk.groups is not None else None)
     with times.timing("score"):
         scores = score_chunk(scorer, chunk.encoded, label_vectors,
                              batching_for(scorer, options.batch_size, options.max_batch_tokens),

@@ -83,10 +83,14 @@ class RejectSink:
                 raise write_failed(self.where, exc) from exc
 
 
-class FailOnReject(RejectSink):
-    """`--on-error fail`: the first bad row stops the run with its location."""
+SKIP_ADVICE = "fix the input, or pass --on-error skip to set bad rows aside"  # label's, which has the option
 
-    def __init__(self, display: str, advice: str = "fix the input, or pass --on-error skip to set bad rows aside") -> None:
+
+class FailOnReject(RejectSink):
+    """`--on-error fail`, and train and eval (which have no other way): the first bad row stops
+    the run with its location and `advice`."""
+
+    def __init__(self, display: str, advice: str = "fix the row, or remove it") -> None:
         super().__init__()
         self.display = display
         self.advice = advice
@@ -104,6 +108,7 @@ class InputReport:
     empty_text: int = 0
     empty_text_lines: list[int] = field(default_factory=list)
     has_text_column: bool = True
+    notes: list[str] = field(default_factory=list)  # what the user should know about how it was read
 
     def note_empty(self, line: int) -> None:
         self.empty_text += 1
@@ -337,6 +342,30 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return value
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _lone_surrogate(shown: str, value: object) -> tuple[int | None, str] | None:
+    """(column, escape) of the first escape such as \\ud800 that JSON decoded to half a UTF-16
+    pair, which UTF-8 cannot encode (polars would write something else); None if there is none."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    matches = list(_SURROGATE_ESCAPE.finditer(shown))
+    i = 0
+    while i < len(matches):
+        this = matches[i]
+        is_high = int(this.group()[2:], 16) < 0xDC00
+        following = matches[i + 1] if i + 1 < len(matches) else None
+        if is_high and following is not None and following.start() == this.end() and int(following.group()[2:], 16) >= 0xDC00:
+            i += 2  # a pair: one character
+            continue
+        return this.start() + 1, this.group()
+    return None, "an escape"
+
+
 def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str = "") -> tuple[Reject | None, dict | None]:
     """(reject, None) for a bad line, (None, object) for a good one. `kinds` remembers whether
     each key held an object, a list or a scalar, since polars cannot mix those in a column; the
@@ -365,6 +394,13 @@ def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str
         return Reject(
             line_no, 1, "not a JSON object", f"expected a JSON object per line, found {type(value).__name__}", shown
         ), None
+    if "\\u" in shown:
+        surrogate = _lone_surrogate(shown, value)
+        if surrogate is not None:
+            column, escape = surrogate
+            return Reject(line_no, column, "unpaired surrogate",
+                          f"{escape} is half of a UTF-16 pair without its other half: no UTF-8 text can hold it, "
+                          f"so the value could not be written back as it is", shown), None
     text = value.get(text_col)
     if isinstance(text, (dict, list)):
         kind = "an object" if isinstance(text, dict) else "a list"
@@ -387,13 +423,44 @@ def jsonl_problem(line_no: int, raw: bytes, kinds: dict[str, str], text_col: str
     return None, value
 
 
-def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | None) -> tuple[InputReport, bool]:
+class _NumberColumns:
+    """A JSONL column holding integers and decimals is read as decimals (float64): 1 comes back as
+    1.0, the same JSON number, but an integer past 2**53 would come back with other digits. That
+    is refused, naming both lines, rather than written changed."""
+
+    EXACT = 2**53
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.decimal: dict[str, int] = {}  # key -> first line with a decimal
+        self.big: dict[str, tuple[int, int]] = {}  # key -> (first line, value) with an integer past EXACT
+
+    def add(self, line_no: int, value: dict) -> None:
+        for key, item in value.items():
+            if isinstance(item, float):
+                self.decimal.setdefault(key, line_no)
+            elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > self.EXACT:
+                self.big.setdefault(key, (line_no, item))
+            else:
+                continue
+            if key in self.decimal and key in self.big:
+                big_line, big = self.big[key]
+                raise RosPromptError(
+                    f"{self.display}, line {big_line}, column {key!r}: the integer {big} would lose digits, as field "
+                    f"{key!r} also holds decimals (line {self.decimal[key]}) and is read as one decimal column; "
+                    f"write the integers as strings (\"{big}\")"
+                )
+
+
+def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | None,
+                display: str | None = None) -> tuple[InputReport, bool]:
     """Check every line; good lines are copied to `clean` (when given). Returns the report and
     whether the file needs the cleaned copy (a BOM or a rejected line)."""
     columns: dict[str, None] = {}
     kinds: dict[str, str] = {}
     report = InputReport(columns=[])
     needs_clean = False
+    numbers = _NumberColumns(display or str(path))
     with open(path, "rb") as fh:
         for line_no, raw in enumerate(fh, 1):
             if line_no == 1 and raw.startswith(BOM):
@@ -409,6 +476,7 @@ def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | 
             assert value is not None
             for key in value:
                 columns.setdefault(key, None)
+            numbers.add(line_no, value)
             report.rows += 1
             if _is_empty_text(value.get(text_col)):
                 report.note_empty(line_no)

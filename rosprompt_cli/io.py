@@ -13,13 +13,14 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.formats import STDIO, check_format, format_from_path, is_table_file, separator
+from rosprompt_cli.formats import STDIO, check_format, file_separator, format_from_path, is_table_file, separator
 from rosprompt_cli.input_check import (
     SHOWN_LINES,
     FailOnReject,
@@ -66,9 +67,9 @@ class TableSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
+    @cached_property
     def separator(self) -> str:
-        return separator(self.fmt)
+        return file_separator(self.path, self.fmt)
 
     def _cannot_read(self, exc: BaseException) -> RosPromptError:
         return RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})")
@@ -80,6 +81,9 @@ class TableSource:
         text = text_col or ""
         if self.fmt in ("csv", "tsv"):
             self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote)
+            if self.separator != separator(self.fmt):
+                self.report.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
+                                         f"has no {separator(self.fmt)!r})")
         elif self.fmt == "jsonl":
             self.report = self._check_jsonl(text, sink)
         else:
@@ -87,14 +91,14 @@ class TableSource:
         return self.report
 
     def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputReport:
-        report, needs_clean = check_jsonl(self.path, text_col, sink, None)
+        report, needs_clean = check_jsonl(self.path, text_col, sink, None, self.display)
         if needs_clean:  # rare: a second pass writes the good lines where polars can read them
             if self._spool_dir is None:
                 self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
             self._data_path = self._spool_dir / "clean.jsonl"
             try:
                 with open(self._data_path, "wb") as clean:
-                    check_jsonl(self.path, text_col, RejectSink(), clean)
+                    check_jsonl(self.path, text_col, RejectSink(), clean, self.display)
             except OSError as exc:
                 raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
         if report.rows:
@@ -295,5 +299,13 @@ def check_columns(display: str, columns: list[str], wanted: dict[str, str], have
     """Each option's column must be among `columns`; the message lists those there are."""
     for option, column in wanted.items():
         if column not in columns:
+            if len(columns) == 1 and column in columns[0]:
+                odd = next((c for c in "|:^~" if c in columns[0]), None)
+                if odd is not None:
+                    raise RosPromptError(
+                        f"{display}: the header {columns[0]!r} is one column: its fields look separated by {odd!r}; "
+                        f"CSV is read with commas (or semicolons, found from the header) and TSV with tabs: write "
+                        f"the file with one of those"
+                    )
             shown = ", ".join(columns) if columns else "(none)"
             raise RosPromptError(f"{display}: no column {column!r} ({have}: {shown}); pass {option} NAME")

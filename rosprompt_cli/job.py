@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from rosprompt_cli import summary as summaries
-from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
+from rosprompt_cli.errors import RosPromptError, SummaryNotWritten, WriteFailed, check_choice, write_failed
 from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, ignore, info, warn
 from rosprompt_cli.file_run import (
     DEFAULT_CHUNK_ROWS,
@@ -36,7 +36,7 @@ from rosprompt_cli.file_run import (
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import UNCLOSED_QUOTE
-from rosprompt_cli.paths import refuse_shared_paths
+from rosprompt_cli.paths import check_file_to_write, refuse_shared_paths
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock
@@ -90,8 +90,8 @@ class LabelJob:
         if self.on_error is not None:
             check_choice("--on-error", self.on_error, ON_ERROR)
         check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
-        if self.summary and not Path(self.summary).resolve().parent.is_dir():
-            raise RosPromptError(f"--summary {self.summary}: folder {Path(self.summary).parent} does not exist")
+        if self.summary:
+            check_file_to_write("--summary", self.summary, "the run's summary")
         # the label and prompt files are read by the run too: --out or --summary must not replace them
         reads = {"--labels-file": self.labels.source, "--prompt": self.scorer.prompt}
         if self.engine == "local" and not is_multi_file(self.input):
@@ -151,7 +151,7 @@ def _write_summary(job: LabelJob, data: dict, finished: bool = False) -> dict:
             failure = write_failed(f"--summary {job.summary}", exc)
             if finished:
                 where = data.get("output", "the output")
-                raise WriteFailed(f"{failure}; the run itself finished and {where} is complete") from exc
+                raise SummaryNotWritten(f"{failure}; the run itself finished and {where} is complete") from exc
             raise failure from exc
     return data
 
@@ -168,9 +168,10 @@ def write_failed_summary(path: str | None, input: str, out: str, rejects: str | 
     """--summary for a run refused before it became a job (its options did not make one); never
     over any other file of the run (`reads`: the label and prompt files, by option), and not
     where the folder is missing."""
-    if not path or not Path(path).resolve().parent.is_dir():
+    if not path:
         return
     try:
+        check_file_to_write("--summary", path, "the run's summary")
         refuse_shared_paths(run_files(input, out, rejects, path) | (reads or {}))
     except RosPromptError:
         return  # the summary would land on a file of the run
@@ -205,6 +206,8 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
     """Check the input first (no model needed), then load the model and label."""
     report = run.prepare()
     source = run.source.display
+    for note in report.notes:
+        info(on_event, note)
     if not report.columns:
         warn(on_event, f"{source}: the input is empty (no header, no rows); the output will be empty")
     if report.empty_text:
@@ -237,6 +240,9 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
                    f"{below}{resumed}{adapted}) in {done.seconds:.1f}s")
     if done.rejected:
         warn(on_event, describe_rejects(run.sink, source, run.rejects_path))
+    if done.adapt_groups_not_centred:
+        warn(on_event, f"{source}: --adapt left {done.adapt_groups_not_centred:,} group(s) as they were ({done.adapt}); "
+                       f"their labels are those of a run without --adapt")
 
 
 def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Scorer], on_event: OnEvent,
@@ -305,8 +311,15 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
                              "pass a scorer factory (or none), not a built scorer")
     so_far.append(lambda status, error: summaries.ray_summary(RayResult(output=job.out, files=0, workers=0),
                                                               job.input, status, error))
-    # a Ray worker's device is its own, and the driver may have no GPU at all
-    replace(job.scorer, device="cpu", dtype="auto", runtime="torch").check_placement()
+    # a Ray worker's device is its own, and the driver may have no GPU at all: CPU workers are
+    # checked as a CPU here; GPU workers for what holds on any device
+    if job.cluster.gpus:
+        replace(job.scorer, device="cpu", dtype="auto", runtime="torch").check_placement()
+    elif job.scorer.device.startswith("cuda"):
+        raise RosPromptError(f"--device {job.scorer.device}: the Ray workers here are CPU workers; give "
+                             f"--gpus-per-worker, or --device cpu")
+    else:
+        replace(job.scorer, device="cpu").check_placement()
     _refuse_for_ray(job)
     chunk_rows = check_chunk_rows(RAY_BATCH_ROWS if job.chunk_rows is None else job.chunk_rows)
     spec = job.scorer.with_absolute_paths()

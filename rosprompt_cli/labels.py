@@ -117,6 +117,8 @@ def parse_label_arg(text: str) -> LabelSet:
 def load_label_file(path: str | Path) -> LabelSet:
     """YAML or JSON: a mapping label -> list of names (or a single name), or a list of labels."""
     path = Path(path)
+    if path.is_dir():
+        raise RosPromptError(f"{path}: is a folder; give a YAML or JSON label file")
     if not path.is_file():
         raise RosPromptError(f"{path}: label file not found")
     try:
@@ -147,7 +149,11 @@ def load_label_file(path: str | Path) -> LabelSet:
                 value = [value]
             elif not isinstance(value, list):
                 raise RosPromptError(f"{path}: label {key!r} must map to a list of names")
-            mapping[str(key).strip()] = [str(v).strip() for v in value]
+            name = str(key).strip()  # as --labels does: spaces around a name are not part of it
+            if name in mapping:
+                raise RosPromptError(f"{path}: label {name!r} is given twice (as {key!r} and another spelling with "
+                                     f"spaces around it); each label must be unique")
+            mapping[name] = [str(v).strip() for v in value]
         return replace(LabelSet.from_mapping(mapping), source=str(path))
     raise RosPromptError(f"{path}: expected a mapping of label -> names, or a list of labels")
 

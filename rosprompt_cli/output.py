@@ -197,6 +197,9 @@ def refuse_unwritable(display: str, fmt: str, schema: pl.Schema) -> None:
 
 
 def check_output_path(target: Path, force: bool) -> None:
+    if target.is_symlink() and not target.exists():  # publishing would replace the link, not write where it points
+        raise RosPromptError(f"{target}: a symlink to {os.readlink(target)}, which does not exist; point it at an "
+                             f"existing file or remove it")
     if target.is_dir():
         raise RosPromptError(f"{target}: is a folder; give an output file name")
     if target.exists() and not force:
@@ -232,9 +235,7 @@ class OutputLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise RosPromptError(
-                    f"{self.target}: cannot create files in {self.target.parent} ({exc.strerror}); choose another --out"
-                ) from None
+                raise self._cannot_write(exc) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -251,9 +252,19 @@ class OutputLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        try:  # the holder's name, for the message of a run that finds the lock taken
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        except OSError as exc:  # a full or read-only file system: nothing has been done yet
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise self._cannot_write(exc) from None
         self._fd = fd
+
+    def _cannot_write(self, exc: OSError) -> RosPromptError:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        return RosPromptError(f"{self.target}: cannot write files in {self.target.parent} ({exc.strerror}); "
+                              f"{'free some space there or ' if full else ''}{self.advice}")
 
     def release(self) -> None:
         if self._fd is None:

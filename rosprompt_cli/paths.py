@@ -70,6 +70,29 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def resolved(path: str | Path) -> Path:
+    """The absolute path with every symlink followed; a symlink loop is the user's one-line error
+    (Python raises RuntimeError or OSError for it, depending on the version)."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:
+        raise RosPromptError(f"{path}: a symlink loop (the link leads back to itself); fix or remove the link") from exc
+
+
+def check_file_to_write(option: str, path: str | Path, what: str) -> None:
+    """Before any work: `path` (given with `option`) can become a file: not a folder, in a folder
+    that exists."""
+    target = resolved(path)
+    if target.is_dir():
+        raise RosPromptError(f"{option} {path}: is a folder; give a file name for {what}")
+    parent = target.parent
+    if not parent.is_dir():
+        shown = Path(path).parent
+        if parent.exists():
+            raise RosPromptError(f"{option} {path}: {shown} is a file, not a folder")
+        raise RosPromptError(f"{option} {path}: folder {shown} does not exist; create it first")
+
+
 def refuse_shared_paths(named: dict[str, str | Path | None]) -> None:
     """Any two of the files a run reads or writes (by role) that are one file are refused before
     any work: writing one would destroy the other."""
@@ -77,7 +100,7 @@ def refuse_shared_paths(named: dict[str, str | Path | None]) -> None:
     for role, path in named.items():
         if path is None or str(path) == STDIO:
             continue
-        resolved = Path(path).expanduser().resolve()
-        if resolved in seen:
-            raise RosPromptError(f"{path}: {seen[resolved]} and {role} are the same file; give each its own")
-        seen[resolved] = role
+        absolute = resolved(path)
+        if absolute in seen:
+            raise RosPromptError(f"{path}: {seen[absolute]} and {role} are the same file; give each its own")
+        seen[absolute] = role

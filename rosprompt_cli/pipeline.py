@@ -37,7 +37,13 @@ from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 STAGES = ("read", "check", "tokenise", "score", "assemble", "write")
 DEPTH = 2  # frames queued between two stages
-Centring = Callable[[torch.Tensor], torch.Tensor]  # a frame's text vectors (rows with text, in order) -> centred
+@dataclass(frozen=True)
+class Centring:
+    """--adapt for one chunk: `centre` maps its text vectors (rows with text, in order) to centred
+    ones; `rows` [M] says which rows it moved (a group left as it was keeps the plain calibration)."""
+
+    centre: Callable[[torch.Tensor], torch.Tensor]
+    rows: np.ndarray
 
 
 class StageTimes:
@@ -99,14 +105,16 @@ def score_chunk(
         empty = np.zeros((0, labels), dtype=np.float32)
         return ChunkScores(empty, empty[:, :ranks], np.zeros((0, ranks), dtype=np.int64), empty)
     vectors = text_vectors(scorer, encoded, batching, on_batch)
+    centred: np.ndarray | bool = False
     if centre is not None:
-        vectors = centre(vectors)
-    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks, centred=centre is not None)
+        vectors, centred = centre.centre(vectors), centre.rows
+    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks, centred)
 
 
-def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1, centred: bool = False) -> ChunkScores:
+def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1, centred: np.ndarray | bool = False) -> ChunkScores:
     """The calibrated probabilities of a chunk's logits and their `ranks` best, computed where the
-    logits are and copied back once. `centred`: logits of --adapt's centred text vectors."""
+    logits are and copied back once. `centred`: which rows' logits are of --adapt's centred text
+    vectors (all, none, or [M] bool)."""
     probs = scorer.probabilities(logits, centred)
     top_p, top_i = probs.topk(min(ranks, probs.shape[-1]), dim=-1)
     return ChunkScores(probs.cpu().numpy(), top_p.cpu().numpy(), top_i.cpu().numpy(), logits.float().cpu().numpy())

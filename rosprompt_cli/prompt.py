@@ -7,6 +7,7 @@ document under the metadata key `rosprompt`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,15 @@ import torch
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.version import __version__
 
+
+def _file_mode() -> int:
+    """The mode a new file gets under this process's umask (read at import, before any thread)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 FORMAT_VERSION = 2  # 2: the calibration of the scores (older files load, with none)
 _TENSOR_KEY = "prompt"
 _META_KEY = "rosprompt"
@@ -82,6 +92,7 @@ class SoftPrompt:
             str(tmp),
             metadata={_META_KEY: json.dumps(asdict(self.meta))},
         )
+        tmp.chmod(_FILE_MODE)  # safetensors creates files only their owner can read
         tmp.replace(path)
         return path
 

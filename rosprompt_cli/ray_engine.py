@@ -26,11 +26,12 @@ from typing import Any
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.formats import separator
+from rosprompt_cli.formats import file_separator
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import QUOTED_TSV_FIELD, csv_header, csv_records
 from rosprompt_cli.io import check_columns
 from rosprompt_cli.labels import LabelSet
+from rosprompt_cli.paths import resolved
 from rosprompt_cli.shards import input_files
 from rosprompt_cli.spec import ScorerSpec, build_scorer
 from rosprompt_cli.summary import tally_labels
@@ -135,7 +136,7 @@ class LabelWorker:
 
 def check_target(out: str, force: bool) -> tuple[Path, bool]:
     """The output path and whether it is one file (else a folder of shards)."""
-    target = Path(out).expanduser().resolve()
+    target = resolved(out)
     single_file = target.suffix.lower() == ".parquet"
     if not single_file and target.suffix:
         raise RosPromptError(f"{out}: --engine ray writes Parquet: give a folder for shards, or a file ending in .parquet")
@@ -155,11 +156,15 @@ def _csv_columns(files: list[Path], fmt: str) -> list[str]:
     """Every CSV file's header, which must be the same in all."""
     header: list[str] | None = None
     for file in files:
-        this = csv_header(csv_records(file, separator(fmt)), str(file))
+        sep = file_separator(file, fmt)
+        this = csv_header(csv_records(file, sep), str(file))
         if this is None:
             raise RosPromptError(f"{file}: the file is empty (no header, no rows)")
         if header is None:
-            header, first = this, file
+            header, first, first_sep = this, file, sep
+        elif sep != first_sep:
+            raise RosPromptError(f"{file}: its fields are separated by {sep!r}, {first}'s by {first_sep!r}; give files "
+                                 f"written the same way")
         elif this != header:
             raise RosPromptError(f"{file}: its header differs from {first}'s; give files with the same columns")
     assert header is not None
@@ -178,7 +183,7 @@ def read_dataset(ray: Any, files: list[Path], fmt: str) -> Any:
         if fmt == "tsv":  # one row per line, a quote is text (input_check.split_tsv_line)
             parse = pacsv.ParseOptions(delimiter="\t", quote_char=False)
         else:
-            parse = pacsv.ParseOptions(delimiter=",", newlines_in_values=True)
+            parse = pacsv.ParseOptions(delimiter=file_separator(files[0], fmt), newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}, strings_can_be_null=True,
                                        quoted_strings_can_be_null=True, null_values=[""])
         dataset = ray.data.read_csv(paths, parse_options=parse, convert_options=convert, num_cpus=IO_CPUS)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.output import sidecar
-from rosprompt_cli.paths import cache_home, write_json_atomically
+from rosprompt_cli.paths import cache_home, resolved, write_json_atomically
 
 STATE_VERSION = 1
 # Fingerprint parts, in the order a mismatch is reported, with the words used to report it.
@@ -87,7 +87,7 @@ class DoneRecord:
     changed since. Kept in the cache (`$ROSPROMPT_HOME/outputs/`), not beside the output."""
 
     def __init__(self, target: Path) -> None:
-        self.target = target.resolve()
+        self.target = resolved(target)
         key = hashlib.sha256(str(self.target).encode()).hexdigest()[:32]
         self.path = cache_home() / "outputs" / f"{key}.json"
 

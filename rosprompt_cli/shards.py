@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.formats import STDIO, check_format, extension, format_from_path, is_table_file
+from rosprompt_cli.paths import resolved
 
 GLOB_CHARACTERS = "*?["
 
@@ -44,7 +45,7 @@ def input_files(spec: str, fmt: str | None = None) -> tuple[list[Path], str]:
     formats = {format_from_path(str(f), fmt) for f in files}
     if len(formats) > 1:
         raise RosPromptError(f"{spec}: the input files mix formats ({', '.join(sorted(formats))}); give files of one format")
-    return [f.resolve() for f in files], formats.pop()
+    return [resolved(f) for f in files], formats.pop()
 
 
 def output_folder(out: str) -> Path:

@@ -173,6 +173,9 @@ def _stamp(path: str | None) -> tuple:
 
 def _cache_key(spec: ScorerSpec) -> tuple:
     absolute = spec.with_absolute_paths()
+    # "auto" and what it resolves to here are one scorer (not the runtime: auto may fall back to torch)
+    device, dtype = check_placement(spec.device, spec.dtype, spec.quantize)
+    absolute = replace(absolute, device=str(device), dtype=str(dtype))
     return (absolute, _stamp(absolute.prompt), _stamp(absolute.model), os.environ.get("ROSPROMPT_HOME"),
             default_threads())
 

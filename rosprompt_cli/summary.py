@@ -81,6 +81,7 @@ class RunSummary:
     prompt: str | None = None
     calibration: dict | None = None  # how `score` is calibrated (calibration.Calibration)
     adapt: str | None = None  # --adapt: what the text vectors were centred on
+    adapt_groups_not_centred: int = 0  # --adapt: groups left as they were (too few distinct texts)
     labels: list[str] = field(default_factory=list)
     error: str | None = None
 

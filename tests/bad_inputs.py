@@ -194,6 +194,52 @@ CASES = [
         exit_code=1, message=["in.parquet: column 'blob' holds raw bytes that jsonl output cannot hold"], records=2,
     ),
     BadInput(
+        "JSONL text with an unpaired surrogate escape (\\ud800)", "in.jsonl",
+        _jsonl(GOOD_A, b'{"id": 2, "text": "broken \\ud800 text"}', GOOD_B),
+        exit_code=4, message=["in.jsonl, line 2, column 27: \\ud800 is half of a UTF-16 pair"], rows_out=2,
+        rejected=1, records=3,
+    ),
+    BadInput(
+        "JSONL field other than the text with an unpaired low surrogate (\\udc00)", "in.jsonl",
+        _jsonl(b'{"id": 1, "note": "x \\udc00", "text": "vote"}', GOOD_B),
+        exit_code=4, message=["in.jsonl, line 1, column 22: \\udc00 is half of a UTF-16 pair"], rows_out=1,
+        rejected=1, records=2,
+    ),
+    BadInput(
+        "JSONL column of integers and decimals (1, 2.5, 3: read as decimals, the same numbers)", "in.jsonl",
+        _jsonl({"n": 1, "text": "vote"}, {"n": 2.5, "text": "match"}, {"n": 3, "text": "clinic"}),
+        exit_code=0, rows_out=3, records=3,
+    ),
+    BadInput(
+        "JSONL integer past 2**53 in a column that also holds decimals", "in.jsonl",
+        _jsonl({"id": 12345678901234567, "text": "vote"}, {"id": 2.5, "text": "match"}),
+        exit_code=1, message=["in.jsonl, line 1, column 'id': the integer 12345678901234567 would lose digits"],
+        records=2,
+    ),
+    BadInput(
+        "CSV separated by semicolons (a spreadsheet export)", "in.csv",
+        b'id;text\n1;"The home side won the final"\n2;El parlamento aprob\xc3\xb3 el presupuesto\n',
+        exit_code=0, message=["in.csv: fields separated by ';'"], rows_out=2, records=2,
+    ),
+    BadInput(
+        "CSV separated by pipes", "in.csv", b"id|text\n1|The home side won the final\n",
+        exit_code=1, message=["in.csv: the header 'id|text' is one column: its fields look separated by '|'"],
+        records=1,
+    ),
+    BadInput(
+        "--adapt on rows that are all the same text", "in.jsonl", _jsonl(GOOD_A, GOOD_A, GOOD_A), ["--adapt"],
+        exit_code=0, message=["--adapt left 1 group(s) as they were", "fewer than 20 distinct texts"], rows_out=3,
+        records=3,
+    ),
+    BadInput(
+        "--quantize int8 with --dtype bfloat16", "in.jsonl", _jsonl(GOOD_A), ["--quantize", "int8", "--dtype", "bfloat16"],
+        exit_code=1, message=["--quantize int8 runs int8 weights in float32 layers; it cannot be combined"], records=1,
+    ),
+    BadInput(
+        "--labels naming one label twice, once with a space", "in.jsonl", _jsonl(GOOD_A), ["--labels", "sports,sports "],
+        exit_code=1, message=["label 'sports' is given twice"], records=1,
+    ),
+    BadInput(
         "--out where no file can be created (/proc)", "in.csv", b"id,text\n1,hello\n", ["--out", "/proc/out.csv"],
         exit_code=1, message=["/proc/out.csv: ", "/proc", "choose another --out"], records=1,
     ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -99,7 +100,53 @@ class CLI:
         return _checked(proc, args, check)
 
 
+COMMANDS = ("train", "label", "eval")
+# an option a message recommends, with the command it names when it names one ("eval --calibrate")
+_ADVISED = re.compile(r"(?:\b(train|label|eval)\b[^;,.()]*?)?(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def command_options() -> dict[str, set[str]]:
+    """Every option of each command, as the Typer app declares it."""
+    import typer.main
+
+    from rosprompt_cli.commands import app
+
+    group = typer.main.get_command(app)
+    options = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        options[name] = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    return options
+
+
+def advice_that_does_not_exist(command: str, stderr: str) -> list[str]:
+    """The options that `command`'s messages name but no command that they name has: advice a
+    user cannot follow. An option after another command's name ("eval --calibrate") is checked
+    against that command."""
+    if command not in COMMANDS:
+        return []
+    options = _OPTIONS or _OPTIONS.update(command_options()) or _OPTIONS
+    messages: list[str] = []
+    for line in stderr.splitlines():  # a long message may be wrapped over lines
+        if line.startswith("rosprompt"):
+            messages.append(line)
+        elif messages and line.strip():
+            messages[-1] += " " + line.strip()
+    wrong = []
+    for line in messages:
+        for named, option in _ADVISED.findall(line):
+            if option not in options[named or command] | {"--help", "--debug", "--version"}:
+                wrong.append(f"{named or command} {option}: {line}")
+    return wrong
+
+
+_OPTIONS: dict[str, set[str]] = {}
+
+
 def _checked(proc: subprocess.CompletedProcess, args: tuple, check: bool) -> subprocess.CompletedProcess:
+    # every message of every CLI run in the suite: the options it recommends exist (issue 31)
+    stderr = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else (proc.stderr or "")
+    wrong = advice_that_does_not_exist(str(args[0]) if args else "", stderr)
+    assert not wrong, f"advice naming an option the command does not have: {wrong}"
     if check and proc.returncode != 0:
         raise AssertionError(
             f"rosprompt {' '.join(map(str, args))} exited {proc.returncode}\n"

@@ -133,3 +133,33 @@ def test_ray_reads_tsv_as_the_local_engine_does(cli, tmp_path):
     assert on_ray.get_column("text").to_list() == local.get_column("text").to_list() == [
         '"Quoted" text', "plain", '"open quote', '"She said so," he wrote.', None]
     assert on_ray.get_column("label").to_list() == local.get_column("label").to_list()
+
+
+def test_every_enumerated_option_value_with_ray_ends_in_0_1_or_2(cli, tmp_path):
+    """test_option_combinations.py's pairs for --engine ray: each value of each enumerated option.
+    A value that the driver accepts and that resolves to a scorer already run (auto = cpu,
+    auto = float32) is not run again: a Ray run costs seconds."""
+    from test_option_combinations import ENUMERATED, LABELS, _check, _three_rows
+
+    from rosprompt_cli.errors import RosPromptError
+    from rosprompt_cli.spec import ScorerSpec
+
+    src = _three_rows(tmp_path)
+    ran: set[tuple] = set()
+    outcomes = []
+    for name, values in ENUMERATED.items():
+        for value in values:
+            spec = ScorerSpec(**{name.removeprefix("--"): value})
+            try:
+                resolved = (spec.check_placement(), spec.quantize, spec.dtype.replace("auto", "float32"), spec.verbalizer)
+            except RosPromptError:
+                resolved = None  # refused: cheap, run it to see the refusal
+            if resolved is not None and resolved in ran:
+                continue
+            proc = cli("label", src, "--labels", LABELS, "--engine", "ray", name, value,
+                       "--out", tmp_path / "out.parquet", "--force", check=False)
+            _check(proc, [name, value])
+            outcomes.append(proc.returncode)
+            if resolved is not None and proc.returncode == 0:
+                ran.add(resolved)
+    assert outcomes.count(0) >= 3 and outcomes.count(1) >= 3, outcomes

@@ -15,6 +15,9 @@ from rosprompt_cli.adapt import AdaptOptions
 from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStarted
 from rosprompt_cli.spec import ScorerSpec
 from rosprompt_cli.verbalizers import MlmOverrides
+from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
+
+_CPU, _CUDA = DEFAULT_BATCHING["cpu"], DEFAULT_BATCHING["cuda"]  # the defaults the help states
 
 # soft_wrap: one status line stays one line in a log, whatever the terminal's width
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -98,7 +101,8 @@ ScoreBatchSize = Annotated[
     int | None,
     typer.Option(
         "--batch-size",
-        help="Most texts per forward pass (texts are grouped by length). Default: 8 on CPU, 512 on CUDA.",
+        help=f"Most texts per forward pass (texts are grouped by length). Default: {_CPU.rows} on CPU, {_CUDA.rows} "
+        "on CUDA.",
         show_default=False,
     ),
 ]
@@ -107,7 +111,8 @@ MaxBatchTokens = Annotated[
     typer.Option(
         "--max-batch-tokens",
         help="Most tokens per forward pass (texts x the longest one's tokens; a longer text goes alone), so that "
-        "short texts go in larger batches, up to --batch-size; 0: no bound. Default: 1024 on CPU, 16384 on CUDA.",
+        f"short texts go in larger batches, up to --batch-size; 0: no bound. Default: {_CPU.tokens} on CPU, "
+        f"{_CUDA.tokens} on CUDA.",
         show_default=False,
     ),
 ]

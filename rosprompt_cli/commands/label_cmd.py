@@ -21,7 +21,7 @@ HELP = (
     "one of the given labels. "
     "The output keeps all input columns in order and adds 'label' and 'score'. Exit codes: 0 ok, 1 error "
     "(nothing published), 4 published but some rows were set aside (--on-error skip), 5 another run holds "
-    "the output, 130/143 interrupted (resumable with --resume)."
+    "the output, 6 published but --summary could not be written, 130/143 interrupted (resumable with --resume)."
 )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from rosprompt_cli.backbone import Backbone
@@ -72,7 +73,7 @@ class Scorer(Protocol):
 
     def logits(self, text_vectors: torch.Tensor, label_vectors: LabelVectors) -> torch.Tensor: ...
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor: ...
+    def probabilities(self, logits: torch.Tensor, centred: np.ndarray | bool = False) -> torch.Tensor: ...
 
 
 def text_token_limit(
@@ -158,11 +159,19 @@ class ScorerBase:
             return replace(default, fitted_on=f"the prompt stores none: the default, {default.fitted_on}")
         return default
 
-    def probabilities(self, logits: torch.Tensor, centred: bool = False) -> torch.Tensor:
+    def probabilities(self, logits: torch.Tensor, centred: np.ndarray | bool = False) -> torch.Tensor:
         """The calibrated softmax over the labels: logits divided by the calibration's temperature
-        (each row's order of labels, and so its label, is the uncalibrated one). `centred`: the
-        logits are of --adapt's centred text vectors."""
-        return torch.softmax(logits.float() / self.calibration.temperature_for(centred), dim=-1)
+        (each row's order of labels, and so its label, is the uncalibrated one). `centred`: which
+        rows' logits are of --adapt's centred text vectors (all, none, or [M] bool): they take the
+        --adapt temperature."""
+        if isinstance(centred, np.ndarray):
+            if centred.all() or not centred.any():
+                centred = bool(centred.all()) if len(centred) else False
+            else:
+                plain, adapted = (self.calibration.temperature_for(c) for c in (False, True))
+                temperature = torch.where(torch.from_numpy(centred).to(logits.device), adapted, plain)
+                return torch.softmax(logits.float() / temperature.unsqueeze(-1), dim=-1)
+        return torch.softmax(logits.float() / self.calibration.temperature_for(bool(centred)), dim=-1)
 
     @property
     def default_batching(self) -> Batching:

@@ -1,0 +1,135 @@
+"""Break-it, round three (issue 31): each example of the issue, through the installed command in a
+real process: its exit code, its one line, and every input value of every kept row back as it was
+written (compared value by value)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from conftest import SAMPLES
+
+LABELS = "sports,politics,health"
+TEXTS = ["The striker scored twice in the cup final.", "Parliament passed the budget after a long debate.",
+         "A new vaccine trial began at the city hospital."]
+
+
+def _error_line(proc) -> str:
+    lines = [line for line in proc.stderr.decode().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("rosprompt: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr.decode(), proc.stderr.decode()
+    return errors[0]
+
+
+def test_an_unpaired_surrogate_escape_sets_its_row_aside_and_keeps_every_other_value(cli_process, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    src.write_text('{"id": 1, "text": "' + TEXTS[0] + '"}\n'
+                   '{"id": 2, "text": "broken \\ud800 text"}\n'
+                   '{"id": 3, "text": "paired \\ud83d\\ude00 emoji, ' + TEXTS[1] + '"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    proc = cli_process("label", src, "--labels", LABELS, "--out", out, check=False)
+    assert proc.returncode == 4, proc.stderr
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["text"]) for r in rows] == [(1, TEXTS[0]), (3, "paired \U0001F600 emoji, " + TEXTS[1])]
+    rejected = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [(2, 27, "unpaired surrogate")]
+    assert rejected[0]["raw"] == '{"id": 2, "text": "broken \\ud800 text"}', "the raw line, as written"
+
+
+def test_integers_beside_decimals_keep_their_value_and_an_integer_that_would_not_is_refused(cli_process, tmp_path):
+    src = tmp_path / "feed.jsonl"
+    src.write_text("".join(json.dumps({"n": n, "text": t}) + "\n" for n, t in zip([1, 2.5, 3], TEXTS)),
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    cli_process("label", src, "--labels", LABELS, "--out", out)
+    # one column holds both: read as decimals, so 1 is written 1.0, the same JSON number (README)
+    assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2.5, 3]
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                           for i, t in zip([12345678901234567, 2.5, 3], TEXTS)), encoding="utf-8")
+    proc = cli_process("label", big, "--labels", LABELS, "--out", tmp_path / "big-out.jsonl", check=False)
+    line = _error_line(proc)
+    assert proc.returncode == 1 and not (tmp_path / "big-out.jsonl").exists()
+    assert f"{big}, line 1, column 'id': the integer 12345678901234567 would lose digits" in line, line
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_train_and_eval_advise_only_what_they_have(cli_process, tmp_path, command):
+    src = tmp_path / "seed.jsonl"
+    src.write_text(json.dumps({"text": TEXTS[0], "label": "sports"}) + "\n{broken\n", encoding="utf-8")
+    args = ["--out", tmp_path / "p.safetensors", "--epochs", "1"] if command == "train" else []
+    proc = cli_process(command, src, *args, check=False)
+    line = _error_line(proc)
+    assert proc.returncode == 1 and f"{src}, line 2" in line and "--on-error" not in line, line
+
+
+def test_a_csv_separated_by_semicolons_is_read_as_such_and_said(cli_process, tmp_path):
+    src = tmp_path / "export.csv"
+    src.write_text("id;text\n" + "".join(f'{i};"{t}"\n' for i, t in enumerate(TEXTS, 1)), encoding="utf-8")
+    out = tmp_path / "out.csv"
+    proc = cli_process("label", src, "--labels", LABELS, "--out", out)
+    assert f"{src}: fields separated by ';'" in proc.stderr.decode()
+    got = pl.read_csv(out, infer_schema=False)
+    assert got.columns == ["id", "text", "label", "score"]
+    assert got["text"].to_list() == TEXTS and got["id"].to_list() == ["1", "2", "3"]
+    assert got["label"].to_list() == ["sports", "politics", "health"]
+    piped = tmp_path / "pipes.csv"
+    piped.write_text("id|text\n1|" + TEXTS[0] + "\n", encoding="utf-8")
+    refused = cli_process("label", piped, "--labels", LABELS, "--out", tmp_path / "o2.csv", check=False)
+    assert refused.returncode == 1 and "its fields look separated by '|'" in _error_line(refused)
+
+
+def test_adapt_on_too_few_distinct_texts_leaves_them_uncentred_and_says_so(cli_process, tmp_path):
+    src = tmp_path / "same.jsonl"
+    src.write_text("".join(json.dumps({"text": TEXTS[1]}) + "\n" for _ in range(30)), encoding="utf-8")
+    plain, adapted, summary = tmp_path / "plain.jsonl", tmp_path / "adapted.jsonl", tmp_path / "run.json"
+    cli_process("label", src, "--labels", LABELS, "--out", plain)
+    proc = cli_process("label", src, "--labels", LABELS, "--adapt", "--out", adapted, "--summary", summary)
+    err = " ".join(proc.stderr.decode().split())
+    assert "--adapt left 1 group(s) as they were" in err and "fewer than 20 distinct texts" in err, err
+    assert adapted.read_bytes() == plain.read_bytes(), "labels and scores of a run without --adapt"
+    assert json.loads(summary.read_text())["adapt_groups_not_centred"] == 1
+
+
+def test_label_files_and_option_pairs_are_refused_in_one_line(cli_process, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
+    spaced = tmp_path / "labels.yaml"
+    spaced.write_text('"sports": [sport]\n"sports ": [football]\npolitics: [politics]\n', encoding="utf-8")
+    cases = [
+        (["--labels-file", spaced], f"{spaced}: label 'sports' is given twice"),
+        (["--labels", "sports,sports "], "label 'sports' is given twice"),
+        (["--labels-file", tmp_path], f"{tmp_path}: is a folder; give a YAML or JSON label file"),
+        (["--labels", LABELS, "--quantize", "int8", "--dtype", "bfloat16"],
+         "--quantize int8 runs int8 weights in float32 layers; it cannot be combined with --dtype bfloat16"),
+    ]
+    for args, fragment in cases:
+        proc = cli_process("label", src, *args, "--out", tmp_path / "out.jsonl", check=False)
+        assert proc.returncode == 1 and fragment in _error_line(proc), (args, proc.stderr)
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_summary_that_cannot_be_written_after_publishing_exits_6(cli, tmp_path):
+    """The output is complete and published; only --summary failed: exit 6, not 1 ("nothing
+    published"). The summary's folder goes away while the run labels."""
+    from rosprompt_cli import LabelJob, ScorerSpec, parse_label_arg, run_label
+    from rosprompt_cli.errors import ExitCode, SummaryNotWritten
+    from rosprompt_cli.events import RowsFinished
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    out = tmp_path / "out.jsonl"
+
+    def remove_folder(event: object) -> None:
+        if isinstance(event, RowsFinished) and folder.exists():
+            folder.rmdir()
+
+    job = LabelJob(str(SAMPLES / "news_multilingual.jsonl"), parse_label_arg(LABELS), out=str(out),
+                   summary=str(folder / "run.json"), scorer=ScorerSpec())
+    with pytest.raises(SummaryNotWritten) as caught:
+        run_label(job, on_event=remove_folder, scorer=cli.scorers)
+    assert caught.value.exit_code == ExitCode.SUMMARY_NOT_WRITTEN == 6
+    assert f"{out} is complete" in str(caught.value)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 315
