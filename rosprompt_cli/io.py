@@ -25,6 +25,7 @@ from rosprompt_cli.input_check import (
     SHOWN_LINES,
     FailOnReject,
     InputReport,
+    Reject,
     RejectSink,
     check_csv,
     check_jsonl,
@@ -55,6 +56,7 @@ class TableSource:
     report: InputReport | None = field(default=None, repr=False)
     _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
     _schema: pl.Schema | None = field(default=None, repr=False)
+    _text_as_bytes: str | None = field(default=None, repr=False)  # Parquet: a text column of UTF-8 bytes, decoded
 
     def close(self) -> None:
         if self._spool_dir is not None:
@@ -87,7 +89,7 @@ class TableSource:
         elif self.fmt == "jsonl":
             self.report = self._check_jsonl(text, sink)
         else:
-            self.report = self._check_parquet(text)
+            self.report = self._check_parquet(text, sink)
         return self.report
 
     def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputReport:
@@ -108,7 +110,7 @@ class TableSource:
                 raise self._cannot_read(exc) from exc
         return report
 
-    def _check_parquet(self, text_col: str) -> InputReport:
+    def _check_parquet(self, text_col: str, sink: RejectSink) -> InputReport:
         with open(self.path, "rb") as fh:
             head = fh.read(4)
             fh.seek(0, os.SEEK_END)
@@ -127,11 +129,14 @@ class TableSource:
             report.has_text_column = text_col in report.columns
             if report.has_text_column:
                 kind = self._schema[text_col]
-                if kind.is_nested() or kind == pl.Binary:
+                if kind.is_nested():
                     raise RosPromptError(
                         f"{self.display}: column {text_col!r} holds {kind} values, not text; store the text as "
                         f"strings, or pass --text-col NAME"
                     )
+                if kind == pl.Binary:  # as some writers store UTF-8 text
+                    scan = self._decoded_text(scan, text_col, sink, report)
+                    self._schema = scan.collect_schema()
                 empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
                 rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), empty.alias("empty"))
                 hits = rows.filter(pl.col("empty")).select("row").collect().get_column("row")
@@ -143,10 +148,45 @@ class TableSource:
             raise self._cannot_read(exc) from exc
         return report
 
+    def _decoded_text(self, scan: pl.LazyFrame, text_col: str, sink: RejectSink, report: InputReport) -> pl.LazyFrame:
+        """A Parquet text column stored as bytes: read as UTF-8 text (written back as text); a row
+        whose bytes are not UTF-8 goes to `sink`, and the rows kept are copied to a clean file."""
+        bad: list[int] = []
+        row = 0
+        for frame in scan.select(text_col).collect_batches(chunk_size=1 << 16):
+            for value in frame.get_column(text_col).to_list():  # only this rare path decodes row by row
+                row += 1
+                if value is None:
+                    continue
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad.append(row - 1)
+                    sink.add(Reject(row, text_col, "not UTF-8",
+                                    f"byte 0x{value[exc.start]:02X} of the text (stored as bytes) is not UTF-8",
+                                    value.decode("utf-8", "backslashreplace")))
+        decoded = pl.col(text_col).cast(pl.String)
+        if not bad:
+            self._text_as_bytes = text_col
+            return scan.with_columns(decoded)
+        if self._spool_dir is None:
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
+        self._data_path = self._spool_dir / "clean.parquet"
+        kept = scan.with_row_index("__row").filter(~pl.col("__row").is_in(bad)).drop("__row")
+        try:
+            kept.with_columns(decoded).sink_parquet(self._data_path)
+        except OSError as exc:
+            raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
+        report.rows -= len(bad)
+        return pl.scan_parquet(self._data_path)
+
     def _scan(self) -> pl.LazyFrame:
         if self.fmt == "jsonl":
             return pl.scan_ndjson(self._data_path or self.path, infer_schema_length=None)
-        return pl.scan_parquet(self.path)
+        scan = pl.scan_parquet(self._data_path or self.path)
+        if self._text_as_bytes is not None:
+            scan = scan.with_columns(pl.col(self._text_as_bytes).cast(pl.String))
+        return scan
 
     def columns(self) -> list[str]:
         return (self.report or self.check()).columns

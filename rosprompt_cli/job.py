@@ -311,16 +311,13 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
                              "pass a scorer factory (or none), not a built scorer")
     so_far.append(lambda status, error: summaries.ray_summary(RayResult(output=job.out, files=0, workers=0),
                                                               job.input, status, error))
+    _refuse_for_ray(job)
     # a Ray worker's device is its own, and the driver may have no GPU at all: CPU workers are
-    # checked as a CPU here; GPU workers for what holds on any device
+    # checked as a CPU here, GPU workers for what holds on any device
     if job.cluster.gpus:
         replace(job.scorer, device="cpu", dtype="auto", runtime="torch").check_placement()
-    elif job.scorer.device.startswith("cuda"):
-        raise RosPromptError(f"--device {job.scorer.device}: the Ray workers here are CPU workers; give "
-                             f"--gpus-per-worker, or --device cpu")
     else:
         replace(job.scorer, device="cpu").check_placement()
-    _refuse_for_ray(job)
     chunk_rows = check_chunk_rows(RAY_BATCH_ROWS if job.chunk_rows is None else job.chunk_rows)
     spec = job.scorer.with_absolute_paths()
     require_ray()

@@ -438,12 +438,13 @@ def calibrated(backbone: Backbone, prompt: SoftPrompt, label_set: LabelSet, trai
     from rosprompt_cli.pipeline import score_chunk
     from rosprompt_cli.verbalizers import make_scorer
 
+    # where: shown in label's status line, so an option is named with its command (train --dev)
     if dev is not None and len(dev) >= MIN_ROWS:
-        texts, labels, where = dev.texts, dev.labels, f"the --dev rows ({dev.source})"
+        texts, labels, where = dev.texts, dev.labels, f"the rows of train --dev ({dev.source})"
     else:
         texts = train.texts + (dev.texts if dev is not None else [])
         labels = train.labels + (dev.labels if dev is not None else [])
-        where = "the training" + (" and --dev" if dev is not None else "") + " rows"
+        where = "the training rows" + (" and those of train --dev" if dev is not None else "")
     scorer = make_scorer(backbone, prompt, prompt.meta.verbalizer)
     logits = score_chunk(scorer, scorer.encode(texts), scorer.label_vectors(label_set), scorer.default_batching).logits
     index = {name: i for i, name in enumerate(label_set.names)}

@@ -189,6 +189,12 @@ CASES = [
         exit_code=1, message=["in.parquet: column 'text' holds List(String) values, not text"], records=2,
     ),
     BadInput(
+        "Parquet text column stored as bytes, one row not UTF-8", "in.parquet",
+        _parquet({"id": [1, 2, 3], "text": [b"vote", b"\xff\xfe match", "m\u00e9dico".encode()]}),
+        exit_code=4, message=["in.parquet, line 2, column 'text': byte 0xFF of the text (stored as bytes) is not UTF-8"],
+        rows_out=2, rejected=1, records=3,
+    ),
+    BadInput(
         "Parquet column of raw bytes asked to go to JSONL", "in.parquet",
         _parquet({"text": ["vote", "match"], "blob": [b"\x00\x01", b"\x02"]}),
         exit_code=1, message=["in.parquet: column 'blob' holds raw bytes that jsonl output cannot hold"], records=2,

@@ -133,3 +133,16 @@ def test_a_summary_that_cannot_be_written_after_publishing_exits_6(cli, tmp_path
     assert caught.value.exit_code == ExitCode.SUMMARY_NOT_WRITTEN == 6
     assert f"{out} is complete" in str(caught.value)
     assert len(out.read_text(encoding="utf-8").splitlines()) == 315
+
+
+def test_a_parquet_text_column_of_utf8_bytes_is_labelled_and_bad_bytes_set_aside(cli_process, tmp_path):
+    src = tmp_path / "bytes.parquet"
+    pl.DataFrame({"id": [1, 2, 3], "text": [TEXTS[0].encode(), b"\xff\xfe not text", "médico".encode()]}).write_parquet(src)
+    out = tmp_path / "out.parquet"
+    proc = cli_process("label", src, "--labels", LABELS, "--out", out, check=False)
+    assert proc.returncode == 4, proc.stderr
+    got = pl.read_parquet(out)
+    assert got["id"].to_list() == [1, 3] and got["text"].to_list() == [TEXTS[0], "médico"]
+    assert got["label"].to_list()[0] == "sports"
+    rejected = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [(2, "text", "not UTF-8")]

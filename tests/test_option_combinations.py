@@ -11,7 +11,6 @@ import itertools
 import json
 from pathlib import Path
 
-import pytest
 
 LABELS = "sports,politics,health"
 ENUMERATED = {

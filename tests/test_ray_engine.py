@@ -156,7 +156,7 @@ def test_every_enumerated_option_value_with_ray_ends_in_0_1_or_2(cli, tmp_path):
                 resolved = None  # refused: cheap, run it to see the refusal
             if resolved is not None and resolved in ran:
                 continue
-            proc = cli("label", src, "--labels", LABELS, "--engine", "ray", name, value,
+            proc = cli("label", src, "--labels", LABELS, "--engine", "ray", "--num-workers", "1", name, value,
                        "--out", tmp_path / "out.parquet", "--force", check=False)
             _check(proc, [name, value])
             outcomes.append(proc.returncode)

@@ -24,6 +24,16 @@ def _label(cli, tmp_path: Path, name: str, *args: str) -> tuple[pl.DataFrame, st
     return pl.read_parquet(out), proc.stderr.decode()
 
 
+def _plain_scores(labelled: pl.DataFrame) -> pl.Series:
+    """The best label's plain softmax probability from the calibrated --all-scores, q ** T
+    normalised, with the shipped prompt's temperature (the runs here use it)."""
+    from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
+
+    temperature = SoftPrompt.load(shipped_prompt_path()).meta.calibration["temperature"]
+    powered = labelled.select(pl.col(f"score_{name}") ** temperature for name in SIB_LABELS.split(","))
+    return powered.max_horizontal() / powered.sum_horizontal()
+
+
 def _assert_same_labels_and_scores(torch_out: pl.DataFrame, onnx_out: pl.DataFrame) -> None:
     assert torch_out.height == onnx_out.height == 315
     assert torch_out["label"].to_list() == onnx_out["label"].to_list()
@@ -260,8 +270,10 @@ def test_int8_runs_on_onnx_runtime_and_mostly_keeps_the_float32_labels(cli, tmp_
     assert "int8 on ONNX Runtime" in status
     agree = sum(a == b for a, b in zip(float32["label"], int8["label"])) / float32.height
     assert agree >= 0.9, agree
-    # int8 changes the scores (it did quantise) but little: measured mean change 0.01 on the samples
-    assert 0 < (float32["score"] - int8["score"]).abs().mean() < 0.03
+    # int8 changes the scores (it did quantise) but little: measured mean change 0.01 on the samples,
+    # on the plain softmax (calibration, T about 0.3, spreads every change of the logits threefold)
+    plain32, plain8 = _plain_scores(float32), _plain_scores(int8)
+    assert 0 < (plain32 - plain8).abs().mean() < 0.03
 
 
 def test_bfloat16_on_a_cpu_runs_where_the_cpu_has_it_and_is_refused_where_not(cli, tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.interrupt import Interrupted, install_handlers
@@ -50,6 +52,13 @@ def _register() -> None:
 _register()
 
 
+@functools.cache
+def _click_command() -> Any:
+    """The app as a click command, built once per process (typer builds it anew on every call,
+    40 ms that a program running many command lines, or the test suite, would pay each time)."""
+    return typer.main.get_command(app)
+
+
 def run(argv: list[str], scorers: object = None) -> int:
     """Run one `rosprompt` command line in this process and return its exit code; user errors
     become one line on stderr, never a traceback. `scorers`: a scorer factory (spec.ScorerCache)
@@ -57,7 +66,7 @@ def run(argv: list[str], scorers: object = None) -> int:
     command lines in one process load the model once; None builds one per command."""
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="rosprompt", obj=scorers)
+        _click_command()(args=argv, prog_name="rosprompt", obj=scorers)
     except SystemExit as exc:  # click ends every command this way, with the exit code
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (StdoutClosed, BrokenPipeError):
