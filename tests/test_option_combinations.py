@@ -11,7 +11,6 @@ import itertools
 import json
 from pathlib import Path
 
-
 LABELS = "sports,politics,health"
 ENUMERATED = {
     "--runtime": ("auto", "torch", "onnx"),
