@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rosprompt_cli.formats import DELIMITED
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.io import open_source, require_columns
 
@@ -111,7 +112,7 @@ def load_labelled(
             require_columns(source, wanted)
             frame = source.read_all()
             display = source.display
-            header_lines = 1 if source.fmt in ("csv", "tsv") else 0
+            header_lines = 1 if source.fmt in DELIMITED else 0
     texts = frame.get_column(text_col).cast(pl.String, strict=False).to_list()
     labels = frame.get_column(label_col).cast(pl.String, strict=False).to_list()
     for i, (text, label) in enumerate(zip(texts, labels)):

@@ -27,7 +27,7 @@ import polars as pl
 
 from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
 from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
-from rosprompt_cli.formats import STDIO, format_from_path
+from rosprompt_cli.formats import STDIO, STDOUT_NAME, format_from_path
 from rosprompt_cli.frames import (
     LabelOptions,
     OutputColumns,
@@ -37,7 +37,7 @@ from rosprompt_cli.frames import (
     text_vectors_in_order,
     texts_with_text,
 )
-from rosprompt_cli.input_check import SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputReport, RejectSink
+from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
@@ -45,7 +45,7 @@ from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, ref
 from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.pipeline import StageTimes, write_all
 from rosprompt_cli.resume import DoneRecord, RunState, value_digest
-from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, tally_labels
+from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, run_status, tally_labels
 from rosprompt_cli.verbalizers import Scorer
 from rosprompt_cli.version import __version__
 
@@ -63,7 +63,7 @@ class RunRequest:
     fmt: str | None = None
     out_format: str | None = None
     on_error: str = "skip"
-    unclosed_quote: str = "fail"
+    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
     rejects: str | None = None
     force: bool = False
     resume: bool = False
@@ -129,7 +129,7 @@ class FileRun:
         self._rejects_stream = None
         self.sink = RejectSink()
         self.report: InputReport | None = None
-        self.summary = RunSummary(input=self.source.display, output=request.out if self.target else "<stdout>")
+        self.summary = RunSummary(input=self.source.display, output=request.out if self.target else STDOUT_NAME)
 
     def __enter__(self) -> FileRun:
         return self
@@ -304,7 +304,7 @@ class FileRun:
             state.clear()
         self._forget_centres()
         self._publish_rejects()
-        summary.status = "partial" if summary.rejected else "ok"
+        summary.status = run_status(summary.rejected)
         if self.target is not None:
             try:
                 DoneRecord(self.target).save(fingerprint, counts_of(summary) | {"rejected": summary.rejected})

@@ -18,6 +18,8 @@ EXTENSIONS = {
     ".pq": "parquet",
 }
 STDIO = "-"  # as an input: stdin; as an output: stdout
+STDOUT_NAME = "<stdout>"  # how stdout is named as an output, in summaries and status lines
+DELIMITED = ("csv", "tsv")  # the formats read and written as delimited text
 
 
 def separator(fmt: str) -> str:

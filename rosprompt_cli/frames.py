@@ -24,6 +24,9 @@ from rosprompt_cli.pipeline import Centring, Chunk, ChunkScores, StageTimes, lab
 from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 
+MULTI_LABEL_THRESHOLD = 0.3  # --multi-label: a label joins `labels` from this calibrated score
+
+
 @dataclass
 class LabelOptions:
     text_col: str = "text"
@@ -31,7 +34,7 @@ class LabelOptions:
     max_batch_tokens: int | None = None  # tokens per forward pass; 0: no bound; None: the scorer's default
     top_k: int = 1
     multi_label: bool = False
-    threshold: float = 0.3
+    threshold: float = MULTI_LABEL_THRESHOLD
     all_scores: bool = False
     label_col: str = "label"
     score_col: str = "score"

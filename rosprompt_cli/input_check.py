@@ -163,7 +163,8 @@ class CsvRecord:
     problem: tuple[str, str] | None = None  # (reason, detail) when the parser could not read it
 
 
-UNCLOSED_QUOTE = ("fail", "reject-line")
+UNCLOSED_QUOTE = ("fail", "reject-line")  # the first is the default: a quote never closed stops the run
+FAIL_ON_UNCLOSED_QUOTE = UNCLOSED_QUOTE[0]
 _UNCLOSED = "unexpected end of data"  # csv's message when a quoted field runs to the end of the file
 
 
@@ -213,7 +214,7 @@ def _tsv_records(fh: IO[str]) -> Iterator[CsvRecord]:
             yield CsvRecord(number, split_tsv_line(line), raw)
 
 
-def csv_records(path: Path, separator: str, unclosed_quote: str = "fail", display: str | None = None) -> Iterator[CsvRecord]:
+def csv_records(path: Path, separator: str, unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE, display: str | None = None) -> Iterator[CsvRecord]:
     """Every non-blank record with the line it starts on; the header is the first record.
 
     Tab-separated files are read one record per line (tsv above). CSV is read strictly: a field
@@ -238,7 +239,7 @@ def csv_records(path: Path, separator: str, unclosed_quote: str = "fail", displa
                 return
             except csv.Error as exc:
                 if str(exc) == _UNCLOSED:
-                    if unclosed_quote == "fail":
+                    if unclosed_quote == FAIL_ON_UNCLOSED_QUOTE:
                         raise unclosed_quote_error(display or str(path), start, len(tap.lines)) from None
                     tap.give_back(tap.lines[1:])
                     del tap.lines[1:]
@@ -298,7 +299,8 @@ def csv_header(records: Iterator[CsvRecord], display: str) -> list[str] | None:
 
 
 def check_csv(
-    path: Path, display: str, separator: str, text_col: str, sink: RejectSink, unclosed_quote: str = "fail"
+    path: Path, display: str, separator: str, text_col: str, sink: RejectSink,
+    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
 ) -> InputReport:
     records = csv_records(path, separator, unclosed_quote, display)
     header = csv_header(records, display)

@@ -20,8 +20,9 @@ from typing import BinaryIO
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.formats import STDIO, check_format, file_separator, format_from_path, is_table_file, separator
+from rosprompt_cli.formats import DELIMITED, STDIO, check_format, file_separator, format_from_path, is_table_file, separator
 from rosprompt_cli.input_check import (
+    FAIL_ON_UNCLOSED_QUOTE,
     SHOWN_LINES,
     FailOnReject,
     InputReport,
@@ -52,7 +53,7 @@ class TableSource:
     path: Path
     fmt: str
     _spool_dir: Path | None = field(default=None, repr=False)
-    unclosed_quote: str = "fail"  # CSV: what a quote never closed does (input_check.csv_records)
+    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE  # CSV: what a quote never closed does (input_check.csv_records)
     report: InputReport | None = field(default=None, repr=False)
     _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
     _schema: pl.Schema | None = field(default=None, repr=False)
@@ -81,7 +82,7 @@ class TableSource:
         goes to `sink` (default: fail on the first one)."""
         sink = sink if sink is not None else FailOnReject(self.display)
         text = text_col or ""
-        if self.fmt in ("csv", "tsv"):
+        if self.fmt in DELIMITED:
             self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote)
             if self.separator != separator(self.fmt):
                 self.report.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
@@ -172,7 +173,8 @@ class TableSource:
         if self._spool_dir is None:
             self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
         self._data_path = self._spool_dir / "clean.parquet"
-        kept = scan.with_row_index("__row").filter(~pl.col("__row").is_in(bad)).drop("__row")
+        index = "__rosprompt_row"
+        kept = scan.with_row_index(index).filter(~pl.col(index).is_in(bad)).drop(index)
         try:
             kept.with_columns(decoded).sink_parquet(self._data_path)
         except OSError as exc:
@@ -211,7 +213,7 @@ class TableSource:
             if start == 0:
                 yield self._empty_frame()
             return
-        if self.fmt in ("csv", "tsv"):
+        if self.fmt in DELIMITED:
             yield from self._csv_batches(rows, start)
             return
         try:
@@ -307,7 +309,7 @@ def _spooled(stream: BinaryIO, display: str, fmt: str | None, unclosed_quote: st
     return TableSource(display, spooled, chosen, spool_dir, unclosed_quote)
 
 
-def open_source(path: str, fmt: str | None = None, unclosed_quote: str = "fail") -> TableSource:
+def open_source(path: str, fmt: str | None = None, unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE) -> TableSource:
     if path == STDIO:
         return _spooled(sys.stdin.buffer, "<stdin>", fmt, unclosed_quote)
     p = Path(path)

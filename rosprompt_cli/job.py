@@ -33,9 +33,9 @@ from rosprompt_cli.file_run import (
     describe_rejects,
     run_files,
 )
-from rosprompt_cli.formats import STDIO
+from rosprompt_cli.formats import STDIO, STDOUT_NAME
 from rosprompt_cli.frames import LabelOptions, OutputColumns
-from rosprompt_cli.input_check import UNCLOSED_QUOTE
+from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, UNCLOSED_QUOTE
 from rosprompt_cli.paths import check_file_to_write, refuse_shared_paths
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
@@ -72,7 +72,7 @@ class LabelJob:
     fmt: str | None = None
     out_format: str | None = None
     on_error: str | None = None
-    unclosed_quote: str = "fail"
+    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
     rejects: str | None = None
     resume: bool = False
     force: bool = False
@@ -159,7 +159,7 @@ def _write_summary(job: LabelJob, data: dict, finished: bool = False) -> dict:
 def failed_summary(input: str, out: str, status: str, error: str | None) -> dict:
     """The --summary of a run that stopped before it read a row (bad options, labels or input):
     a monitor then reads this failure rather than yesterday's "ok"."""
-    output = "<stdout>" if out == STDIO else out
+    output = STDOUT_NAME if out == STDIO else out
     return summaries.RunSummary(input=input, output=output, status=status, error=error).as_dict()
 
 
@@ -232,7 +232,7 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
         info(on_event, f"{done.output}: complete already for the same input, model, prompt, labels and options "
                        f"({done.rows:,} rows); nothing to do")
         return
-    where = "stdout" if done.output == "<stdout>" else done.output
+    where = "stdout" if done.output == STDOUT_NAME else done.output
     resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
     adapted = f"; {done.adapt}" if done.adapt else ""
     below = f", {done.below_min_score:,} below --min-score" if job.options.min_score is not None else ""
@@ -275,7 +275,7 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
             done.append(run.summary.as_dict())
     if complete():
         info(on_event, f"--resume: {len(complete())} of {len(files)} outputs are complete already and kept")
-    status = "partial" if any(one["rejected"] for one in done) else "ok"
+    status = summaries.run_status(sum(one["rejected"] for one in done))
     return summaries.combined(done, status, None, complete())
 
 
@@ -292,7 +292,7 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
     if job.options.adapt is not None:
         raise RosPromptError("--adapt is for --engine local: it reads each input twice more before labelling")
-    if job.unclosed_quote != "fail":
+    if job.unclosed_quote != FAIL_ON_UNCLOSED_QUOTE:
         raise RosPromptError("--unclosed-quote reject-line is for --engine local; --engine ray stops at an unclosed quote")
     if job.resume:
         raise RosPromptError("--resume is for --engine local; a failed Ray run publishes nothing: run it again")

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import polars as pl
 
 from rosprompt_cli.errors import ExitCode, RosPromptError, write_failed
-from rosprompt_cli.formats import STDIO, separator
+from rosprompt_cli.formats import DELIMITED, STDIO, separator
 
 
 def sidecar(target: Path, role: str) -> Path:
@@ -88,7 +88,7 @@ class TableWriter:
             if self.fmt == "parquet":
                 frame.write_parquet(self._part(self._parts))
                 self._parts += 1
-            elif self.fmt in ("csv", "tsv"):
+            elif self.fmt in DELIMITED:
                 refuse_unwritable(self.display, self.fmt, frame.schema)
                 frame.write_csv(self._fh, include_header=self._first, separator=separator(self.fmt))
             else:
@@ -189,7 +189,7 @@ def refuse_unwritable(display: str, fmt: str, schema: pl.Schema) -> None:
             f"{display}: column {binary[0]!r} holds raw bytes that {fmt} output cannot hold; write .parquet instead"
         )
     nested = [name for name, dtype in schema.items() if dtype.is_nested()]
-    if fmt in ("csv", "tsv") and nested:
+    if fmt in DELIMITED and nested:
         raise RosPromptError(
             f"{display}: column {nested[0]!r} holds nested values (lists or objects) that {fmt} output cannot "
             f"hold; write .jsonl or .parquet instead"

@@ -37,6 +37,8 @@ from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 STAGES = ("read", "check", "tokenise", "score", "assemble", "write")
 DEPTH = 2  # frames queued between two stages
+
+
 @dataclass(frozen=True)
 class Centring:
     """--adapt for one chunk: `centre` maps its text vectors (rows with text, in order) to centred

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.formats import file_separator
+from rosprompt_cli.formats import DELIMITED, file_separator
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import QUOTED_TSV_FIELD, csv_header, csv_records
 from rosprompt_cli.io import check_columns
@@ -175,7 +175,7 @@ def read_dataset(ray: Any, files: list[Path], fmt: str) -> Any:
     """A Dataset of the files' rows, typed as the local engine reads them: CSV values stay text,
     with an empty field null; JSONL and Parquet keep their types."""
     paths = [str(f) for f in files]
-    if fmt in ("csv", "tsv"):
+    if fmt in DELIMITED:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 

@@ -56,6 +56,11 @@ def restore_counts(counts: RunCounts, saved: dict) -> None:
     counts.label_counts = Counter(saved["label_counts"])
 
 
+def run_status(rejected: int) -> str:
+    """A finished run's status: "partial" when rows were set aside, else "ok"."""
+    return "partial" if rejected else "ok"
+
+
 @dataclass
 class RunSummary:
     """One file's run: counts for the closing status line and `--summary`."""
@@ -92,7 +97,7 @@ class RunSummary:
         data["rows_per_second"] = _rate(done_now, self.seconds)
         data["label_counts"] = dict(self.label_counts.most_common())
         data["versions"] = versions()
-        return data
+        return {"engine": "local"} | data  # every summary shape names its engine
 
 
 def versions() -> dict[str, str]:

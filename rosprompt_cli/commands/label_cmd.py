@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
+from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE
 from rosprompt_cli.adapt import SAMPLE_ROWS
 from rosprompt_cli.commands import common
 from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, STDOUT_REJECTS
 from rosprompt_cli.formats import STDIO
-from rosprompt_cli.frames import LabelOptions
+from rosprompt_cli.frames import MULTI_LABEL_THRESHOLD, LabelOptions
 from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, run_label, write_failed_summary
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.ray_engine import RayRequest
@@ -43,7 +44,7 @@ def label(
     all_scores: Annotated[bool, typer.Option("--all-scores", help="Add a score_<label> column per label.")] = False,
     top_k: Annotated[int, typer.Option("--top-k", help="Also add label_2/score_2 … up to rank K.")] = 1,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Add a 'labels' column: every label scoring ≥ --threshold, joined by '|'.")] = False,
-    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are calibrated probabilities).")] = 0.3,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold for --multi-label (scores are calibrated probabilities).")] = MULTI_LABEL_THRESHOLD,
     min_score: Annotated[
         float | None,
         typer.Option("--min-score", help="A row whose best score is below this keeps its score but gets an empty label "
@@ -73,7 +74,7 @@ def label(
             help="CSV: a quote that is never closed turns every later line into one field. 'fail' stops the run "
             "naming its line; 'reject-line' sets that line aside as a bad row and reads the lines after it as rows.",
         ),
-    ] = "fail",
+    ] = FAIL_ON_UNCLOSED_QUOTE,
     rejects: Annotated[
         str | None,
         typer.Option(
