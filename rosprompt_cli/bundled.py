@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -282,6 +283,7 @@ def bundled_model_dir() -> Path:
         if not isinstance(exc, OSError) and "I/O error" not in str(exc):
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("I/O error: ")[-1]
+        reason = re.sub(r"\s*\(os error \d+\)$", "", reason)
         raise RosPromptError(
             f"cannot write the converted bundled model under {models}: {reason}; set ROSPROMPT_HOME to a writable "
             "folder with room for it (about 500 MB)"

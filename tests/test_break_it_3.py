@@ -146,3 +146,33 @@ def test_a_parquet_text_column_of_utf8_bytes_is_labelled_and_bad_bytes_set_aside
     assert got["label"].to_list()[0] == "sports"
     rejected = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [(2, "text", "not UTF-8")]
+
+
+def test_a_summary_that_cannot_be_written_after_publishing_exits_6_in_a_real_process(cli, cli_process, tmp_path):
+    """The same through the command: its files may not grow past 1,000 bytes, which the
+    one-row output fits and the summary does not (the model cache is made first, in process)."""
+    from test_filesystem_conditions import _with_file_size_limit
+
+    src = tmp_path / "one.jsonl"
+    src.write_text(json.dumps({"text": TEXTS[0]}) + "\n", encoding="utf-8")
+    cli("label", src, "--labels", LABELS, "--out", tmp_path / "warm.jsonl")
+    out, summary = tmp_path / "out.jsonl", tmp_path / "run.json"
+    proc = _with_file_size_limit([str(src), "--labels", LABELS, "--out", str(out), "--summary", str(summary)],
+                                 cli_process.env, 1000)
+    line = _error_line(proc)
+    assert proc.returncode == 6, proc.stderr
+    assert f"--summary {summary}: cannot write" in line and f"{out} is complete" in line, line
+    assert json.loads(out.read_text(encoding="utf-8"))["text"] == TEXTS[0]
+
+
+@pytest.mark.parametrize("role", ["input", "--out"])
+def test_a_symlink_loop_is_one_line_in_a_real_process(cli_process, tmp_path, role):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"text": TEXTS[0]}) + "\n", encoding="utf-8")
+    args = [tmp_path / "a", "--out", tmp_path / "o.jsonl"] if role == "input" else [src, "--out", tmp_path / "a"]
+    proc = cli_process("label", *args, "--labels", LABELS, check=False)
+    line = _error_line(proc)
+    assert proc.returncode == 1 and f"{tmp_path / 'a'}" in line and "symlink loop" in line, line
+    assert src.read_text(encoding="utf-8") == json.dumps({"text": TEXTS[0]}) + "\n"
