@@ -44,13 +44,14 @@ class Reject:
     reason: str  # short category, counted in the run summary
     detail: str
     raw: str
+    unit: str = "line"  # what `line` counts: lines of a text file, rows of a Parquet file
 
     def where(self, display: str) -> str:
         if self.column is None:
-            return f"{display}, line {self.line}"
+            return f"{display}, {self.unit} {self.line}"
         if isinstance(self.column, int):
-            return f"{display}, line {self.line}, column {self.column}"
-        return f"{display}, line {self.line}, column {self.column!r}"
+            return f"{display}, {self.unit} {self.line}, column {self.column}"
+        return f"{display}, {self.unit} {self.line}, column {self.column!r}"
 
     def message(self, display: str) -> str:
         return f"{self.where(display)}: {self.detail}"

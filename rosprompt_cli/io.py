@@ -165,7 +165,7 @@ class TableSource:
                     bad.append(row - 1)
                     sink.add(Reject(row, text_col, "not UTF-8",
                                     f"byte 0x{value[exc.start]:02X} of the text (stored as bytes) is not UTF-8",
-                                    value.decode("utf-8", "backslashreplace")))
+                                    value.decode("utf-8", "backslashreplace"), unit="row"))
         decoded = pl.col(text_col).cast(pl.String)
         if not bad:
             self._text_as_bytes = text_col

@@ -191,7 +191,7 @@ CASES = [
     BadInput(
         "Parquet text column stored as bytes, one row not UTF-8", "in.parquet",
         _parquet({"id": [1, 2, 3], "text": [b"vote", b"\xff\xfe match", "m\u00e9dico".encode()]}),
-        exit_code=4, message=["in.parquet, line 2, column 'text': byte 0xFF of the text (stored as bytes) is not UTF-8"],
+        exit_code=4, message=["in.parquet, row 2, column 'text': byte 0xFF of the text (stored as bytes) is not UTF-8"],
         rows_out=2, rejected=1, records=3,
     ),
     BadInput(
