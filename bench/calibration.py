@@ -230,6 +230,15 @@ def write_defaults(result: dict) -> None:
         SoftPrompt(prompt.vectors, replace(prompt.meta, calibration=stored.as_dict())).save(path)
 
 
+def coverage_table(title: str, rows: list[dict]) -> list[str]:
+    """Markdown lines: what each --min-score keeps, and a blank line after."""
+    lines = [title, "", "| T | rows kept | accuracy of the kept rows |", "| ---: | ---: | ---: |"]
+    for row in rows:
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        lines.append(f"| {row['threshold']:.1f} | {row['kept']:.1%} | {acc} |")
+    return lines + [""]
+
+
 def report(result: dict) -> str:
     lines = ["# Calibration of `score` (temperature scaling)", "",
              f"Command: `{result['command']}` at {result['commit']}; all {result['rows']:,} SIB-200 dev rows, 7 labels "
@@ -253,18 +262,8 @@ def report(result: dict) -> str:
                     continue
                 label = ("in XLM-R: " + group) if table == "by_xlmr" else group
                 lines.append(f"| {label} | {g['rows']:,} | {g['accuracy']:.3f} | {g['before']:.3f} | {g['after']:.3f} |")
-        lines += ["", "Threshold on the calibrated score (`label --min-score T`):", "",
-                  "| T | rows kept | accuracy of the kept rows |", "| ---: | ---: | ---: |"]
-        for row in entry["coverage"]:
-            acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-            lines.append(f"| {row['threshold']:.1f} | {row['kept']:.1%} | {acc} |")
-        lines.append("")
-        lines += ["With `--adapt-by lang` and its own T:", "", "| T | rows kept | accuracy of the kept rows |",
-                  "| ---: | ---: | ---: |"]
-        for row in a["coverage"]:
-            acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-            lines.append(f"| {row['threshold']:.1f} | {row['kept']:.1%} | {acc} |")
-        lines.append("")
+        lines += [""] + coverage_table("Threshold on the calibrated score (`label --min-score T`):", entry["coverage"])
+        lines += coverage_table("With `--adapt-by lang` and its own T:", a["coverage"])
         if "transfer" in entry:
             lines += ["Transfer of the shipped prompt's T to label sets and texts it was not fitted on:", "",
                       "| set | rows | accuracy | ECE before | ECE after | its own T |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
