@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -41,10 +42,19 @@ from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, SKIP_ADVICE, UNCLO
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.io import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
-from rosprompt_cli.output import OutputLock, TableWriter, check_output_path, refuse_unwritable, sidecar
+from rosprompt_cli.output import (
+    OutputLock,
+    TableWriter,
+    check_output_path,
+    empty_checkpoint,
+    refuse_unwritable,
+    sidecar,
+    start_from_published,
+)
 from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.pipeline import StageTimes, write_all
-from rosprompt_cli.resume import DoneRecord, RunState, value_digest
+from rosprompt_cli.resume import DoneRecord, InputExtent, RunState, value_digest
+from rosprompt_cli.seen import SeenStore, default_store
 from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, run_status, tally_labels
 from rosprompt_cli.verbalizers import Scorer
 from rosprompt_cli.version import __version__
@@ -68,6 +78,8 @@ class RunRequest:
     force: bool = False
     resume: bool = False
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    new_only_by: str | None = None  # the key column: label only the items no earlier run labelled
+    seen_store: str | None = None  # where the keys are kept; default: seen.default_store(out)
 
     def __post_init__(self) -> None:
         check_choice("--on-error", self.on_error, ON_ERROR)
@@ -75,6 +87,22 @@ class RunRequest:
         check_chunk_rows(self.chunk_rows)
         if self.resume and self.out == STDIO:
             raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
+        check_new_only_by(self.new_only_by, self.seen_store, self.out)
+
+    def store_path(self) -> Path | None:
+        """The seen store of a --new-only-by run."""
+        if self.new_only_by is None:
+            return None
+        return Path(self.seen_store) if self.seen_store else default_store(Path(self.out))
+
+
+def check_new_only_by(key_col: str | None, seen_store: str | None, out: str) -> None:
+    if seen_store is not None and key_col is None:
+        raise RosPromptError("--seen-store keeps the keys of --new-only-by; pass --new-only-by COL too")
+    if key_col is not None and not key_col.strip():
+        raise RosPromptError("--new-only-by needs a column name")
+    if key_col is not None and out == STDIO:
+        raise RosPromptError("--new-only-by needs --out FILE: an item sent to stdout cannot be known to have been kept")
 
 
 def rejects_path(out: str, rejects: str | None) -> Path:
@@ -113,6 +141,7 @@ class FileRun:
         self.options = options
         self.label_names = label_names
         self.source = open_source(request.input, request.fmt, request.unclosed_quote)
+        self.source.key_col = request.new_only_by
         if request.out == STDIO:
             fmt = request.out_format or (self.source.fmt if self.source.fmt != "parquet" else "jsonl")
             self.out_fmt = format_from_path(request.out, fmt, what="output")
@@ -127,9 +156,15 @@ class FileRun:
         # --out day.csv and --out day.jsonl) must not share it: the second is refused up front
         self._rejects_lock = OutputLock(self.rejects_path, "rejects file", "pass --rejects FILE")
         self._rejects_stream = None
+        store = request.store_path()
+        self.store = SeenStore(store, self.target) if store is not None and self.target is not None else None
         self.sink = RejectSink()
         self.report: InputReport | None = None
         self.summary = RunSummary(input=self.source.display, output=request.out if self.target else STDOUT_NAME)
+        # the progress after the last full chunk written: where a run over this input grown at its
+        # end goes on from (the empty start until a chunk is full)
+        self._boundary: dict = counts_of(self.summary) | {"writer": empty_checkpoint(self.out_fmt), "centres": None,
+                                                          "position": 0, "skipped_seen": 0, "seen_run": None}
 
     def __enter__(self) -> FileRun:
         return self
@@ -139,6 +174,8 @@ class FileRun:
             self._rejects_stream.close()
             self._rejects_partial.unlink(missing_ok=True)
         self.source.close()
+        if self.store is not None:
+            self.store.close()
         if self._lock is not None:
             self._lock.release()
         self._rejects_lock.release()
@@ -150,6 +187,9 @@ class FileRun:
             # with --resume an existing output is decided on once the fingerprint is known (execute)
             check_output_path(self.target, self.request.force or self.request.resume)
             self._lock.acquire()
+        if self.store is not None:
+            self.store.open()  # a damaged or unwritable store stops the run here, before any work
+            self.summary.seen_store = str(self.store.path)
         if self.request.on_error == "skip":
             check_output_path(self.rejects_path, True)
             self._rejects_lock.acquire()
@@ -169,6 +209,8 @@ class FileRun:
             wanted = {"--text-col": self.options.text_col}
             if self.options.adapt is not None and self.options.adapt.by is not None:
                 wanted["--adapt-by"] = self.options.adapt.by
+            if self.request.new_only_by is not None:
+                wanted["--new-only-by"] = self.request.new_only_by
             columns = require_columns(self.source, wanted)
             OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
             if self.source.schema is not None:
@@ -191,6 +233,7 @@ class FileRun:
             "chunk_rows": self.request.chunk_rows,
             "on_error": self.request.on_error,
             "unclosed_quote": self.request.unclosed_quote,
+            "new_only_by": self.request.new_only_by,
             "max_length": scorer.max_length,
             "device": str(scorer.backbone.device),
             "precision": scorer.backbone.precision,
@@ -228,14 +271,26 @@ class FileRun:
         state = RunState(self.target, fingerprint) if self.target else None
         progress = state.load_for_resume() if (state and self.request.resume) else None
         if progress is None and self.request.resume and self.target is not None and self.target.exists():
-            return self._complete_already(DoneRecord(self.target).complete_for(fingerprint))
+            published = DoneRecord(self.target).published_for(fingerprint, self.source.path, self._extent(),
+                                                              self._growth_refused())
+            if published.counts is not None:
+                return self._complete_already(published.counts)
+            progress = self._continue_published(published.boundary)
+            summary.input_grew = True
         if state is not None and progress is None:
             state.clear()  # a stale progress file must never describe this run's fresh partial output
+        position = 0  # usable input rows done (rows written, and with --new-only-by those skipped)
         if progress:
             restore_counts(summary, progress)
-            summary.resumed_from_row = summary.rows
+            summary.skipped_seen = int(progress.get("skipped_seen", 0))
+            position = int(progress.get("position", summary.rows))
+            summary.resumed_from_row = position
+            if position % self.request.chunk_rows == 0:
+                self._boundary = progress
             if on_resumed:
-                on_resumed(summary.rows)
+                on_resumed(position)
+        if self.store is not None:
+            self.store.begin(progress, summary.input_grew, self.request.chunk_rows)
         writer = TableWriter(
             self.request.out, self.out_fmt, force=self.request.force or self.request.resume,
             resume_from=progress["writer"] if progress else None,
@@ -246,32 +301,54 @@ class FileRun:
         centres: Centres | None = None
         times = StageTimes()
 
+        # (input rows, rows skipped as seen) of each chunk read and not yet written, in order
+        chunks_read: deque[tuple[int, int]] = deque()
+
+        def read() -> Iterator[pl.DataFrame]:
+            at = position
+            for frame in self.source.iter_batches(self.request.chunk_rows, start=position):
+                rows, skipped = frame.height, 0
+                if self.store is not None:
+                    assert self.request.new_only_by is not None
+                    frame, skipped = self.store.new_rows(frame, self.request.new_only_by, at // self.request.chunk_rows)
+                at += rows
+                chunks_read.append((rows, skipped))
+                if skipped and on_rows is not None:
+                    on_rows(skipped)
+                yield frame
+
         def write(out: pl.DataFrame) -> None:  # the write stage (pipeline.py), in its own thread
-            nonlocal saved_rows
+            nonlocal saved_rows, position
             writer.write(out)
             tally_labels(self.summary, out.get_column(self.options.label_col), out.get_column(self.options.score_col))
+            rows, skipped = chunks_read.popleft()
+            position += rows
+            summary.skipped_seen += skipped
             if state is not None:
                 progress_now = counts_of(summary) | {
                     "writer": writer.checkpoint(), "centres": centres.digest() if centres is not None else None,
+                    "position": position, "skipped_seen": summary.skipped_seen,
+                    "seen_run": self.store.run_id if self.store is not None else None,
                 }
                 try:
                     state.save(progress_now)
                 except OSError as exc:
                     raise write_failed(state.path, exc) from exc
-                saved_rows = summary.rows
+                saved_rows = position
+                if position and position % self.request.chunk_rows == 0:
+                    self._boundary = progress_now
 
         try:
             if self.options.adapt is not None:
                 centres = self._centres(scorer, progress)
                 summary.adapt = centres.summary()
                 summary.adapt_groups_not_centred = centres.uncentred_groups
-            frames = self.source.iter_batches(self.request.chunk_rows, start=summary.rows)
-            with closing(label_frames(frames, scorer, label_set, self.options, label_vectors, centres, times,
+            with closing(label_frames(read(), scorer, label_set, self.options, label_vectors, centres, times,
                                       on_rows)) as labelled:
                 write_all(labelled, write, times)
             summary.seconds = time.perf_counter() - started
             with times.timing("write"):
-                writer.commit()
+                writer.commit(lambda partial: self._before_publishing(partial, state, fingerprint))
             summary.stage_seconds = times.as_dict()
         except Interrupted as stop:
             summary.seconds = time.perf_counter() - started
@@ -279,6 +356,7 @@ class FileRun:
             writer.suspend()
             if state is None or not state.path.exists():
                 self._forget_centres()  # nothing to resume: the next run starts afresh and estimates again
+                self._abandon_keys()
                 raise
             raise stop.with_message(
                 f"interrupted by {SIGNAL_NAMES.get(stop.signum, stop.signum)} after {summary.rows:,} of "
@@ -293,24 +371,80 @@ class FileRun:
                                   f"--resume to continue after row {saved_rows:,}") from failure
             writer.abort()
             self._forget_centres()
+            self._abandon_keys()
             raise WriteFailed(f"{failure}; nothing was published") from failure
         except BaseException:
             writer.abort()
             if state is not None:
                 state.clear()
             self._forget_centres()
+            self._abandon_keys()
             raise
-        if state is not None:
-            state.clear()
+        if self.store is not None:
+            self._record_keys()
         self._forget_centres()
         self._publish_rejects()
         summary.status = run_status(summary.rejected)
-        if self.target is not None:
-            try:
-                DoneRecord(self.target).save(fingerprint, counts_of(summary) | {"rejected": summary.rejected})
-            except OSError:
-                pass  # the record only spares a later --resume the work; without it, that run refuses and says why
         return summary
+
+    def _before_publishing(self, partial: Path, state: RunState | None, fingerprint: dict[str, str]) -> None:
+        """The finished partial output is about to be renamed into place. Everything that
+        describes the published output is recorded first, so that a run killed just after the
+        rename leaves an output that `--resume` knows as complete (the rename keeps the file's
+        size and time), and a seen store that the next run settles as published."""
+        if self.store is not None:
+            self.store.publishing(partial)
+        if self.target is None:
+            return
+        try:
+            DoneRecord(self.target).save(fingerprint, counts_of(self.summary) | {
+                "rejected": self.summary.rejected, "skipped_seen": self.summary.skipped_seen,
+            }, self._extent(), self._boundary, stamp_of=partial)
+        except OSError:
+            pass  # the record only spares a later --resume the work; without it, that run refuses and says why
+        if state is not None:
+            state.clear()
+
+    def _extent(self) -> InputExtent:
+        schema = self.source.schema
+        return InputExtent(os.path.getsize(self.source.path),
+                           {name: str(dtype) for name, dtype in schema.items()} if schema is not None else None)
+
+    def _growth_refused(self) -> str | None:
+        """Why this run could not go on from the input grown at its end, if it could not."""
+        if self.options.adapt is not None:
+            return "--adapt centres the text vectors on the whole input, so every row's scores would change"
+        return None
+
+    def _continue_published(self, boundary: dict) -> dict:
+        """The input grew at its end since the output was published: the output's rows up to its
+        last full chunk become the partial output, and the run goes on from there. The last chunk
+        of the earlier run, if it was short, is labelled again: in a run over the grown input its
+        rows share a chunk (and so their batches) with the new rows, which can move a score in its
+        last digit, and the output must be the bytes of that run."""
+        assert self.target is not None
+        try:
+            start_from_published(self.target, self.out_fmt, boundary["writer"], self.request.chunk_rows)
+        except OSError as exc:
+            raise write_failed(self.request.out, exc) from exc
+        return boundary
+
+    def _record_keys(self) -> None:
+        """The output is published: its items count as seen from now on."""
+        assert self.store is not None
+        try:
+            self.store.published()
+        except RosPromptError as exc:
+            raise RosPromptError(f"{exc}; {self.request.out} was published, and the next run on this store records "
+                                 f"its items") from exc
+
+    def _abandon_keys(self) -> None:
+        """Nothing was published and the run will not be resumed: its keys go."""
+        if self.store is not None:
+            try:
+                self.store.abandon()
+            except RosPromptError:
+                pass  # the next run on the store rolls this run back (its output does not exist)
 
     def _centres_file(self) -> Path:
         assert self.target is not None
@@ -357,6 +491,7 @@ class FileRun:
         summary = self.summary
         summary.status = "complete"
         restore_counts(summary, counts)
+        summary.skipped_seen = int(counts.get("skipped_seen", 0))
         summary.rejected, summary.rejected_by_reason = 0, {}
         return summary
 

@@ -257,8 +257,20 @@ def csv_records(path: Path, separator: str, unclosed_quote: str = FAIL_ON_UNCLOS
                 yield CsvRecord(start, fields, raw, problem)
 
 
-def csv_problem(record: CsvRecord, header: list[str]) -> Reject | None:
-    """Why a data record cannot be used, or None."""
+def key_problem(line: int, key_col: str, value: object, raw: str, unit: str = "line") -> Reject | None:
+    """Why a row's --new-only-by key cannot tell it from other rows, or None."""
+    if isinstance(value, (dict, list)):
+        kind = "an object" if isinstance(value, dict) else "a list"
+        return Reject(line, key_col, "key not a value", f"the --new-only-by key is {kind}; give it as a string or a "
+                      f"number", raw, unit)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Reject(line, key_col, "empty key", "the --new-only-by key is empty; every row needs one to be "
+                      "labelled once", raw, unit)
+    return None
+
+
+def csv_problem(record: CsvRecord, header: list[str], key_at: int = -1) -> Reject | None:
+    """Why a data record cannot be used, or None. `key_at`: the --new-only-by column's position."""
     fields = record.fields
     if record.problem is not None:
         return Reject(record.line, None, *record.problem, _visible(record.raw))
@@ -276,6 +288,8 @@ def csv_problem(record: CsvRecord, header: list[str]) -> Reject | None:
                 record.line, name, "not UTF-8",
                 f"byte 0x{byte:02X} is not UTF-8; re-encode the file as UTF-8", _visible(record.raw),
             )
+    if key_at >= 0:
+        return key_problem(record.line, header[key_at], fields[key_at], _visible(record.raw))
     return None
 
 
@@ -301,7 +315,7 @@ def csv_header(records: Iterator[CsvRecord], display: str) -> list[str] | None:
 
 def check_csv(
     path: Path, display: str, separator: str, text_col: str, sink: RejectSink,
-    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
+    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE, key_col: str | None = None,
 ) -> InputReport:
     records = csv_records(path, separator, unclosed_quote, display)
     header = csv_header(records, display)
@@ -309,8 +323,9 @@ def check_csv(
         return InputReport(columns=[], has_text_column=False)
     report = InputReport(columns=header, has_text_column=text_col in header)
     text_at = header.index(text_col) if report.has_text_column else -1
+    key_at = column_at(header, key_col)
     for record in records:
-        problem = csv_problem(record, header)
+        problem = csv_problem(record, header, key_at)
         if problem is not None:
             sink.add(problem)
             continue
@@ -318,6 +333,11 @@ def check_csv(
         if text_at >= 0 and not record.fields[text_at].strip():
             report.note_empty(record.line)
     return report
+
+
+def column_at(header: list[str], name: str | None) -> int:
+    """The position of a column that may be absent (-1; a missing column is refused elsewhere)."""
+    return header.index(name) if name and name in header else -1
 
 
 # ------------------------------------------------------------------------------------- JSONL
@@ -456,7 +476,7 @@ class _NumberColumns:
 
 
 def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | None,
-                display: str | None = None) -> tuple[InputReport, bool]:
+                display: str | None = None, key_col: str | None = None) -> tuple[InputReport, bool]:
     """Check every line; good lines are copied to `clean` (when given). Returns the report and
     whether the file needs the cleaned copy (a BOM or a rejected line)."""
     columns: dict[str, None] = {}
@@ -472,13 +492,16 @@ def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | 
             if not raw.strip():
                 continue
             problem, value = jsonl_problem(line_no, raw, kinds, text_col)
+            if value is not None:
+                for key in value:
+                    columns.setdefault(key, None)
+                if key_col:  # (a key missing from every line is a missing column, refused as such)
+                    problem = key_problem(line_no, key_col, value.get(key_col), raw.decode("utf-8").rstrip("\r\n"))
             if problem is not None:
                 sink.add(problem)
                 needs_clean = True
                 continue
             assert value is not None
-            for key in value:
-                columns.setdefault(key, None)
             numbers.add(line_no, value)
             report.rows += 1
             if _is_empty_text(value.get(text_col)):

@@ -30,9 +30,11 @@ from rosprompt_cli.input_check import (
     RejectSink,
     check_csv,
     check_jsonl,
+    column_at,
     csv_header,
     csv_problem,
     csv_records,
+    key_problem,
 )
 
 def _first_line(exc: BaseException) -> str:
@@ -58,6 +60,7 @@ class TableSource:
     _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
     _schema: pl.Schema | None = field(default=None, repr=False)
     _text_as_bytes: str | None = field(default=None, repr=False)  # Parquet: a text column of UTF-8 bytes, decoded
+    key_col: str | None = None  # --new-only-by: a row without a key is set aside (input_check.key_problem)
 
     def close(self) -> None:
         if self._spool_dir is not None:
@@ -83,7 +86,8 @@ class TableSource:
         sink = sink if sink is not None else FailOnReject(self.display)
         text = text_col or ""
         if self.fmt in DELIMITED:
-            self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote)
+            self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote,
+                                    self.key_col)
             if self.separator != separator(self.fmt):
                 self.report.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
                                          f"has no {separator(self.fmt)!r})")
@@ -94,14 +98,14 @@ class TableSource:
         return self.report
 
     def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputReport:
-        report, needs_clean = check_jsonl(self.path, text_col, sink, None, self.display)
+        report, needs_clean = check_jsonl(self.path, text_col, sink, None, self.display, self.key_col)
         if needs_clean:  # rare: a second pass writes the good lines where polars can read them
             if self._spool_dir is None:
                 self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
             self._data_path = self._spool_dir / "clean.jsonl"
             try:
                 with open(self._data_path, "wb") as clean:
-                    check_jsonl(self.path, text_col, RejectSink(), clean, self.display)
+                    check_jsonl(self.path, text_col, RejectSink(), clean, self.display, self.key_col)
             except OSError as exc:
                 raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
         if report.rows:
@@ -143,11 +147,47 @@ class TableSource:
                 hits = rows.filter(pl.col("empty")).select("row").collect().get_column("row")
                 report.empty_text = hits.len()
                 report.empty_text_lines = hits.head(SHOWN_LINES).to_list()
+            if self.key_col and self.key_col in report.columns:
+                scan = self._without_keyless_rows(scan, self.key_col, sink, report)
         except RosPromptError:
             raise
         except Exception as exc:
             raise self._cannot_read(exc) from exc
         return report
+
+    def _without_keyless_rows(self, scan: pl.LazyFrame, key_col: str, sink: RejectSink,
+                              report: InputReport) -> pl.LazyFrame:
+        """--new-only-by on Parquet: a row whose key is null or blank goes to `sink`, and the rows
+        kept are copied to a clean file."""
+        kind = scan.collect_schema()[key_col]
+        if kind.is_nested():
+            raise RosPromptError(f"{self.display}: column {key_col!r} holds {kind} values, which cannot key a row; "
+                                 f"pass --new-only-by a column of strings or numbers")
+        index = "__rosprompt_row"
+        blank = pl.col(key_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
+        bad = scan.with_row_index(index).filter(blank).select(index).collect().get_column(index).to_list()
+        if not bad:
+            return scan
+        for row in bad:
+            reject = key_problem(row + 1, key_col, None, "", unit="row")
+            assert reject is not None
+            sink.add(reject)
+        return self._clean_copy(scan, bad, report, "keyed")
+
+    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, name: str) -> pl.LazyFrame:
+        """The rows of `scan` but those at positions `bad`, in a Parquet file of the spool folder."""
+        if self._spool_dir is None:
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
+        self._data_path = self._spool_dir / f"{name}.parquet"
+        index = "__rosprompt_row"
+        kept = scan.with_row_index(index).filter(~pl.col(index).is_in(bad)).drop(index)
+        try:
+            kept.sink_parquet(self._data_path)
+        except OSError as exc:
+            raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
+        report.rows -= len(bad)
+        self._text_as_bytes = None  # the copy holds the text decoded
+        return pl.scan_parquet(self._data_path)
 
     def _decoded_text(self, scan: pl.LazyFrame, text_col: str, sink: RejectSink, report: InputReport) -> pl.LazyFrame:
         """A Parquet text column stored as bytes: read as UTF-8 text (written back as text); a row
@@ -170,17 +210,7 @@ class TableSource:
         if not bad:
             self._text_as_bytes = text_col
             return scan.with_columns(decoded)
-        if self._spool_dir is None:
-            self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
-        self._data_path = self._spool_dir / "clean.parquet"
-        index = "__rosprompt_row"
-        kept = scan.with_row_index(index).filter(~pl.col(index).is_in(bad)).drop(index)
-        try:
-            kept.with_columns(decoded).sink_parquet(self._data_path)
-        except OSError as exc:
-            raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
-        report.rows -= len(bad)
-        return pl.scan_parquet(self._data_path)
+        return self._clean_copy(scan.with_columns(decoded), bad, report, "clean")
 
     def _scan(self) -> pl.LazyFrame:
         if self.fmt == "jsonl":
@@ -230,8 +260,9 @@ class TableSource:
         assert header is not None
         pending: list[list[str]] = []
         skipped = 0
+        key_at = column_at(header, self.key_col)
         for record in records:
-            if csv_problem(record, header) is not None:
+            if csv_problem(record, header, key_at) is not None:
                 continue
             if skipped < start:
                 skipped += 1

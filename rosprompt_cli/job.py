@@ -30,6 +30,7 @@ from rosprompt_cli.file_run import (
     FileRun,
     RunRequest,
     check_chunk_rows,
+    check_new_only_by,
     describe_rejects,
     run_files,
 )
@@ -80,9 +81,12 @@ class LabelJob:
     summary: str | None = None
     engine: str = "local"
     cluster: RayRequest = field(default_factory=RayRequest)
+    new_only_by: str | None = None
+    seen_store: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("--engine", self.engine, ENGINES)
+        check_new_only_by(self.new_only_by, self.seen_store, self.out)
         if self.engine == "local" and self.cluster.given():
             raise RosPromptError(f"{self.cluster.given()[0]} is an option of --engine ray")
         self.labels.require_choice("every row would get it, with score 1.0")
@@ -93,7 +97,7 @@ class LabelJob:
         if self.summary:
             check_file_to_write("--summary", self.summary, "the run's summary")
         # the label and prompt files are read by the run too: --out or --summary must not replace them
-        reads = {"--labels-file": self.labels.source, "--prompt": self.scorer.prompt}
+        reads = {"--labels-file": self.labels.source, "--prompt": self.scorer.prompt, "--seen-store": self.seen_store}
         if self.engine == "local" and not is_multi_file(self.input):
             refuse_shared_paths(run_files(self.input, self.out, self.rejects, self.summary) | reads)
         else:
@@ -189,7 +193,8 @@ def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
     request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
                          on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
                          rejects=job.rejects, force=job.force,
-                         resume=job.resume, chunk_rows=chunk_rows)
+                         resume=job.resume, chunk_rows=chunk_rows, new_only_by=job.new_only_by,
+                         seen_store=job.seen_store)
     with FileRun(request, job.options, list(job.labels.names)) as run:
         so_far.append(lambda status, error: _file_summary(run, status, error))
         _run_file(run, job, load_scorer, on_event)
@@ -234,8 +239,12 @@ def _run_file(run: FileRun, job: LabelJob, load_scorer: Callable[[], Scorer], on
         return
     where = "stdout" if done.output == STDOUT_NAME else done.output
     resumed = f", resumed at row {done.resumed_from_row:,}" if done.resumed_from_row else ""
+    if done.input_grew:
+        resumed = f", the input grew: the first {done.resumed_from_row:,} rows kept from the earlier output"
     adapted = f"; {done.adapt}" if done.adapt else ""
     below = f", {done.below_min_score:,} below --min-score" if job.options.min_score is not None else ""
+    if job.new_only_by is not None:
+        below += f", {done.skipped_seen:,} already labelled by an earlier run or row (skipped)"
     info(on_event, f"{done.rows:,} rows -> {where} ({done.labelled:,} labelled, {done.empty_text:,} with empty text"
                    f"{below}{resumed}{adapted}) in {done.seconds:.1f}s")
     if done.rejected:
@@ -265,7 +274,7 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
         request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
                              on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
                              force=job.force, resume=job.resume,
-                             chunk_rows=chunk_rows)
+                             chunk_rows=chunk_rows, new_only_by=job.new_only_by, seen_store=job.seen_store)
         with FileRun(request, job.options, list(job.labels.names)) as run:
             try:
                 _run_file(run, job, load_scorer, on_event, announce=number == 0)
@@ -292,6 +301,8 @@ def _refuse_for_ray(job: LabelJob) -> None:
         raise RosPromptError("--engine ray stops at the first unreadable row; to set bad rows aside use --engine local --on-error skip")
     if job.options.adapt is not None:
         raise RosPromptError("--adapt is for --engine local: it reads each input twice more before labelling")
+    if job.new_only_by is not None:
+        raise RosPromptError("--new-only-by is for --engine local: its seen store is kept by one process")
     if job.unclosed_quote != FAIL_ON_UNCLOSED_QUOTE:
         raise RosPromptError("--unclosed-quote reject-line is for --engine local; --engine ray stops at an unclosed quote")
     if job.resume:

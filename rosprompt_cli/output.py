@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +28,40 @@ from rosprompt_cli.formats import DELIMITED, STDIO, separator
 def sidecar(target: Path, role: str) -> Path:
     """A hidden file beside the target that belongs to the run writing it."""
     return target.with_name(f".{target.name}.rosprompt-{role}")
+
+
+def _part_file(parts_dir: Path, index: int) -> Path:
+    return parts_dir / f"{index:08d}.parquet"
+
+
+def empty_checkpoint(fmt: str) -> dict:
+    """The checkpoint of a writer that has written nothing."""
+    return {"parts": 0} if fmt == "parquet" else {"bytes": 0}
+
+
+def start_from_published(target: Path, fmt: str, checkpoint: dict, rows_per_part: int) -> None:
+    """Make the partial output of a run that goes on from a published output at `checkpoint`:
+    its first bytes (CSV, TSV, JSONL), or its first rows cut into the parts a writer of
+    `rows_per_part` rows per part had written (Parquet), so that the file published in the end is
+    the one a single run would have written. The published output stays as it is meanwhile."""
+    if fmt == "parquet":
+        parts_dir = sidecar(target, "parts")
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        parts_dir.mkdir()
+        published = pl.scan_parquet(target)
+        for index in range(int(checkpoint["parts"])):
+            published.slice(index * rows_per_part, rows_per_part).collect().write_parquet(_part_file(parts_dir, index))
+        return
+    size = int(checkpoint["bytes"])
+    with open(target, "rb") as source, open(sidecar(target, "partial"), "wb") as partial:
+        while size > 0:
+            piece = source.read(min(1 << 22, size))
+            if not piece:
+                raise OSError(f"{target} is shorter than its record says")
+            partial.write(piece)
+            size -= len(piece)
+        partial.flush()
+        os.fsync(partial.fileno())
 
 
 class TableWriter:
@@ -81,7 +116,7 @@ class TableWriter:
             )
 
     def _part(self, index: int) -> Path:
-        return self._parts_dir / f"{index:08d}.parquet"
+        return _part_file(self._parts_dir, index)
 
     def write(self, frame: pl.DataFrame) -> None:
         try:
@@ -105,7 +140,7 @@ class TableWriter:
     def checkpoint(self) -> dict:
         """Make what was written durable; the returned dict lets a later writer resume here."""
         if self.fmt == "parquet":
-            return {"parts": self._parts}
+            return {"parts": self._parts}  # the same keys as empty_checkpoint's
         assert self._fh is not None
         try:
             self._fh.flush()
@@ -114,15 +149,17 @@ class TableWriter:
             raise write_failed(self.display, exc) from exc
         return {"bytes": self._fh.tell()}
 
-    def commit(self) -> None:
+    def commit(self, before_rename: Callable[[Path], None] | None = None) -> None:
+        """Publish the output; `before_rename(partial)` is called once the partial file is
+        complete and durable, just before it is renamed into place."""
         if self.target is None:
             return
         try:
-            self._commit()
+            self._commit(before_rename)
         except (OSError, pl.exceptions.ComputeError) as exc:
             raise write_failed(self.display, exc) from exc
 
-    def _commit(self) -> None:
+    def _commit(self, before_rename: Callable[[Path], None] | None) -> None:
         if self.fmt == "parquet":
             parts = [self._part(i) for i in range(self._parts)]
             if parts:
@@ -130,12 +167,16 @@ class TableWriter:
                 pl.scan_parquet(parts).sink_parquet(self._tmp)
             else:
                 pl.DataFrame().write_parquet(self._tmp)
+            with open(self._tmp, "rb") as merged:
+                os.fsync(merged.fileno())
             shutil.rmtree(self._parts_dir, ignore_errors=True)
         else:
             assert self._fh is not None
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
+        if before_rename is not None:
+            before_rename(self._tmp)
         os.replace(self._tmp, self.target)
 
     def suspend(self) -> None:

@@ -23,12 +23,18 @@ def cache_home() -> Path:
     return base / "rosprompt"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB pieces."""
+def sha256_file(path: Path, limit: int | None = None) -> str:
+    """Hex sha256 of a file's bytes (its first `limit` bytes when given), read in 4 MiB pieces."""
     digest = hashlib.sha256()
+    left = limit
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
+        while left is None or left > 0:
+            chunk = fh.read(1 << 22 if left is None else min(1 << 22, left))
+            if not chunk:
+                break
             digest.update(chunk)
+            if left is not None:
+                left -= len(chunk)
     return digest.hexdigest()
 
 

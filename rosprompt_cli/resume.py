@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.output import sidecar
-from rosprompt_cli.paths import cache_home, resolved, write_json_atomically
+from rosprompt_cli.paths import cache_home, resolved, sha256_file, write_json_atomically
 
 STATE_VERSION = 1
 # Fingerprint parts, in the order a mismatch is reported, with the words used to report it.
@@ -80,45 +81,102 @@ class RunState:
         self.path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class InputExtent:
+    """What a published output covers of its input: the input's size and its column types
+    (None where the format has none: CSV and TSV hold text). A later input whose first `size`
+    bytes are the same and whose column types did not change has only grown at its end."""
+
+    size: int
+    schema: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """What --resume found of a published output made by this very run (model, prompt, labels,
+    options): `counts` when it is complete for this input; `boundary` (a progress dict) when
+    the input has grown since, the output being kept up to that chunk boundary."""
+
+    counts: dict | None = None
+    boundary: dict | None = None
+
+
 class DoneRecord:
     """What --resume knows of a published output: the fingerprint of the run that made it, its
-    counts, and the file's size and modification time, so that an output complete for this run
-    can be told from one made by another (other input, model, prompt, labels or options) or
-    changed since. Kept in the cache (`$ROSPROMPT_HOME/outputs/`), not beside the output."""
+    counts, what it covers of its input, where its last full chunk ends, and the file's size and
+    modification time, so that an output complete for this run can be told from one made by
+    another (other input, model, prompt, labels or options) or changed since. Kept in the cache
+    (`$ROSPROMPT_HOME/outputs/`), not beside the output."""
 
     def __init__(self, target: Path) -> None:
         self.target = resolved(target)
         key = hashlib.sha256(str(self.target).encode()).hexdigest()[:32]
         self.path = cache_home() / "outputs" / f"{key}.json"
 
-    def _stamp(self) -> list[int]:
-        stat = self.target.stat()
+    def _stamp(self, path: Path | None = None) -> list[int]:
+        stat = (path or self.target).stat()
         return [stat.st_size, stat.st_mtime_ns]
 
-    def save(self, fingerprint: dict[str, str], counts: dict) -> None:
-        """After the output is published."""
+    def save(self, fingerprint: dict[str, str], counts: dict, extent: InputExtent | None = None,
+             boundary: dict | None = None, stamp_of: Path | None = None) -> None:
+        """When the output is published; `stamp_of`: the finished file about to be renamed into
+        place (a rename keeps its size and time). `boundary`: the progress after its last full
+        chunk, where a run over the same input grown at its end goes on from."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(self.path, {"version": STATE_VERSION, "output": str(self.target), "stamp": self._stamp(),
-                                          "fingerprint": fingerprint, "counts": counts})
+        write_json_atomically(self.path, {"version": STATE_VERSION, "output": str(self.target),
+                                          "stamp": self._stamp(stamp_of),
+                                          "fingerprint": fingerprint, "counts": counts,
+                                          "input": asdict(extent) if extent else None, "boundary": boundary})
 
-    def complete_for(self, fingerprint: dict[str, str]) -> dict:
-        """The counts of the complete output, if the run that made it had this fingerprint; else
-        the one-line refusal (the output is never overwritten without --force)."""
+    def _saved(self) -> dict:
         try:
             saved = json.loads(self.path.read_text())
-            known = saved["output"] == str(self.target) and saved["stamp"] == self._stamp()
-            previous, counts = saved["fingerprint"], saved["counts"]
+            if (saved["output"] == str(self.target) and saved["stamp"] == self._stamp()
+                    and isinstance(saved.get("fingerprint"), dict) and isinstance(saved.get("counts"), dict)):
+                return saved
         except (OSError, ValueError, KeyError, TypeError):
-            known = False
-        if not known:
-            raise RosPromptError(
-                f"{self.target}: output file exists, and no record says which run made it (it was changed since, "
-                f"or made by an older rosprompt or another tool); pass --force to overwrite it"
-            )
-        changed = changed_parts(previous, fingerprint)
-        if changed:
-            raise RosPromptError(
-                f"{self.target}: output file is complete, but {', '.join(changed)} changed since it was made; "
-                f"pass --force to label it again"
-            )
-        return counts
+            pass
+        raise RosPromptError(
+            f"{self.target}: output file exists, and no record says which run made it (it was changed since, "
+            f"or made by an older rosprompt or another tool); pass --force to overwrite it"
+        )
+
+    def published_for(self, fingerprint: dict[str, str], input_path: Path | None = None,
+                      extent: InputExtent | None = None, growth_refused: str | None = None) -> Published:
+        """The output complete for this fingerprint, or made by the same run over the first part of
+        this input (`input_path`, whose extent now is `extent`); anything else is refused in one
+        line. `growth_refused`: why this run cannot go on from a grown input, if it cannot."""
+        saved = self._saved()
+        changed = changed_parts(saved["fingerprint"], fingerprint)
+        if not changed:
+            return Published(counts=saved["counts"])
+        if changed == [_PARTS["input"]] and input_path is not None and extent is not None:
+            grown = self._grown(saved, input_path, extent)
+            refused = grown if isinstance(grown, str) else growth_refused
+            if grown is not False and refused:
+                raise RosPromptError(f"{self.target}: the input grew since this output was made, but {refused}; "
+                                     f"pass --force to label it all again")
+            if grown is True:
+                return Published(boundary=saved["boundary"])
+        how = ", and not only by rows added at its end" if changed == [_PARTS["input"]] and input_path else ""
+        raise RosPromptError(
+            f"{self.target}: output file is complete, but {', '.join(changed)} changed since it was made{how}; "
+            f"pass --force to label it again"
+        )
+
+    def _grown(self, saved: dict, input_path: Path, extent: InputExtent) -> bool | str:
+        """True when the input only grew at its end since the output was made; a reason when it
+        grew but its new rows change the column types (every row's output would change); False
+        when it changed otherwise."""
+        try:
+            before = InputExtent(**saved["input"])
+            boundary = saved["boundary"]
+        except (KeyError, TypeError):
+            return False  # made by an older rosprompt, which kept no extent
+        if boundary is None or extent.size <= before.size:
+            return False
+        if sha256_file(input_path, before.size) != saved["fingerprint"]["input"]:
+            return False
+        if extent.schema != before.schema:
+            return "the rows added change its columns or their types, and with them every row's output"
+        return True

@@ -73,10 +73,13 @@ class RunSummary:
     labelled: int = 0
     empty_text: int = 0
     below_min_score: int = 0  # rows scored, left without a label by --min-score
+    skipped_seen: int = 0  # --new-only-by: rows whose key an earlier run (or row) had, not written
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rejects_file: str | None = None
+    seen_store: str | None = None  # --new-only-by: the store of keys
     resumed_from_row: int = 0
+    input_grew: bool = False  # --resume went on from a complete output whose input grew at its end
     seconds: float = 0.0
     # busy seconds of each stage of the pipeline (pipeline.STAGES); they overlap, so the largest
     # one, not their sum, bounds the run: the stage to look at when a run is slow
@@ -124,7 +127,7 @@ def combined(summaries: list[dict], status: str, error: str | None, skipped: lis
     for one in summaries:
         label_counts.update(one.get("label_counts", {}))
     totals = {key: sum(one.get(key, 0) for one in summaries)
-              for key in ("rows_read", *COUNTS, "rejected", "seconds")}
+              for key in ("rows_read", *COUNTS, "skipped_seen", "rejected", "seconds")}
     totals["seconds"] = round(totals["seconds"], 3)
     stages: Counter = Counter()
     for one in summaries:

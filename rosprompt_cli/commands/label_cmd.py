@@ -16,6 +16,7 @@ from rosprompt_cli.frames import MULTI_LABEL_THRESHOLD, LabelOptions
 from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, run_label, write_failed_summary
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.ray_engine import RayRequest
+from rosprompt_cli.seen import STORE_NAME
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, - for stdin, or a folder or glob of such files) with "
@@ -90,10 +91,27 @@ def label(
         typer.Option(
             "--resume",
             help="Safe to repeat (a cron line): continue an interrupted run on the same --out from its last saved "
-            "chunk, start afresh if there is none, do nothing if --out is complete for the same run; refused if "
-            "the input, model, prompt, labels or options changed.",
+            "chunk, start afresh if there is none, do nothing if --out is complete for the same run, label only "
+            "the rows added if the input (CSV, TSV, JSONL) grew at its end since; refused if the input changed "
+            "otherwise, or the model, prompt, labels or options changed.",
         ),
     ] = False,
+    new_only_by: Annotated[
+        str | None,
+        typer.Option(
+            "--new-only-by",
+            help="A feed fetched again and again: label only the rows whose key in column COL (an item's URL or "
+            "guid) no earlier run has labelled, and write only those; the rows skipped are counted (--summary: "
+            "skipped_seen). A row with an empty key is set aside. The keys are kept in an SQLite file shared by "
+            f"every output written to the same folder ({STORE_NAME} there) or in --seen-store.",
+            show_default=False, metavar="COL",
+        ),
+    ] = None,
+    seen_store: Annotated[
+        str | None,
+        typer.Option("--seen-store", help=f"--new-only-by: the SQLite file of keys. Default: {STORE_NAME} in the "
+                     "--out folder.", show_default=False, metavar="FILE"),
+    ] = None,
     chunk_rows: Annotated[
         int | None,
         typer.Option(
@@ -164,7 +182,8 @@ def label(
                                  score_col=out_score_col, adapt=common.adapt_options(adapt, adapt_by, adapt_sample)),
             lexicon=lexicon, fmt=fmt, out_format=out_format, on_error=on_error, unclosed_quote=unclosed_quote, rejects=rejects,
             resume=resume,
-            force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine,
+            force=force, chunk_rows=chunk_rows, summary=summary_path, engine=engine, new_only_by=new_only_by,
+            seen_store=seen_store,
             cluster=RayRequest(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker,
                                cpus_per_worker=cpus_per_worker),
         )
