@@ -80,7 +80,7 @@ def write_fetch(folder: Path, keys: int) -> tuple[Path, Path]:
 
 def memory_child(store: str, fetch: str) -> None:
     """In a child: open the store and skip the fetch's seen rows, chunk by chunk (no model)."""
-    from rosprompt_cli.io import open_source
+    from rosprompt_cli.readers import open_source
     from rosprompt_cli.seen import SeenStore
 
     before = _status_mib("VmRSS")  # the interpreter and its imports (torch among them)

@@ -21,7 +21,7 @@ from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStar
 from rosprompt_cli.examples import LabelledData, load_labelled
 from rosprompt_cli.file_run import FileRun, RunRequest
 from rosprompt_cli.frames import LabelOptions, label_frames
-from rosprompt_cli.io import open_source
+from rosprompt_cli.readers import open_source
 from rosprompt_cli.job import LabelJob, LabelResult, run_label
 from rosprompt_cli.labels import Label, LabelSet, load_label_file, parse_label_arg
 from rosprompt_cli.metrics import Report, evaluate_predictions

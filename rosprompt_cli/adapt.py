@@ -17,14 +17,18 @@ whole sample has fewer distinct texts than that, nothing is centred, and the run
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, write_failed
+from rosprompt_cli.output import sidecar
+from rosprompt_cli.paths import write_json_atomically
 
 SAMPLE_ROWS = 1000  # rows per group a mean is estimated from
 MIN_GROUP_ROWS = 20  # a smaller group takes the mean of every sampled row
@@ -222,9 +226,47 @@ def estimate_centres(
 
 def refuse_adapt(scorer: object) -> None:
     """--adapt needs text vectors to centre: the embed verbalizer's."""
-    verbalizer = getattr(scorer, "verbalizer", "")
-    if verbalizer != "embed":
+    if not getattr(scorer, "centres_text_vectors", False):
+        verbalizer = getattr(scorer, "verbalizer", "")
         raise RosPromptError(
             f"--adapt centres the text vectors of the embed verbalizer; the {verbalizer} verbalizer scores from "
             f"its masked-LM head, which has none to centre"
         )
+
+
+class SavedCentres:
+    """The --adapt centres of a run writing `target`, kept beside it
+    (`.NAME.rosprompt-centres`) while the run can be resumed, so that a resumed run uses the
+    centres its first part used and its output is the uninterrupted run's, byte for byte. A run
+    to stdout (`target` None) keeps none."""
+
+    def __init__(self, target: Path | None) -> None:
+        self.target = target
+        self.path = sidecar(target, "centres") if target is not None else None
+
+    def save(self, centres: Centres) -> None:
+        if self.path is None:
+            return
+        try:
+            write_json_atomically(self.path, centres.as_dict())
+        except OSError as exc:
+            raise write_failed(self.path, exc) from exc
+
+    def load(self, digest: str | None) -> Centres:
+        """The centres the interrupted run saved, checked against the digest its progress file
+        recorded."""
+        assert self.path is not None
+        try:
+            centres = Centres.from_dict(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError) as exc:
+            raise RosPromptError(f"{self.target}: the --adapt centres of the interrupted run are missing or "
+                                 f"unreadable; run without --resume to start over") from exc
+        if centres.digest() != digest:
+            raise RosPromptError(f"{self.target}: the --adapt centres saved do not match the interrupted "
+                                 f"run's; run without --resume to start over")
+        return centres
+
+    def forget(self) -> None:
+        """The run will not be resumed: its saved centres go."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

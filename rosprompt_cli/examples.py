@@ -11,7 +11,7 @@ import polars as pl
 
 from rosprompt_cli.formats import DELIMITED
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.io import open_source, require_columns
+from rosprompt_cli.readers import open_source, require_columns
 
 HF_PREFIX = "hf:"
 

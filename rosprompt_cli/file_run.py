@@ -14,8 +14,6 @@ failure removes them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections import deque
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rosprompt_cli.adapt import Centres, estimate_streaming, refuse_adapt
+from rosprompt_cli.adapt import Centres, SavedCentres, estimate_streaming, refuse_adapt
 from rosprompt_cli.errors import RosPromptError, WriteFailed, check_choice, write_failed
 from rosprompt_cli.formats import STDIO, STDOUT_NAME, format_from_path
 from rosprompt_cli.frames import (
@@ -40,7 +38,7 @@ from rosprompt_cli.frames import (
 )
 from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputReport, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
-from rosprompt_cli.io import open_source, require_columns
+from rosprompt_cli.readers import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import (
     OutputLock,
@@ -51,13 +49,11 @@ from rosprompt_cli.output import (
     sidecar,
     start_from_published,
 )
-from rosprompt_cli.paths import sha256_file, write_json_atomically
 from rosprompt_cli.pipeline import StageTimes, write_all
-from rosprompt_cli.resume import DoneRecord, InputExtent, RunState, value_digest
+from rosprompt_cli.resume import DoneRecord, InputExtent, RunState, run_fingerprint
 from rosprompt_cli.seen import SeenStore, default_store
 from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, run_status, tally_labels
 from rosprompt_cli.verbalizers import Scorer
-from rosprompt_cli.version import __version__
 
 ON_ERROR = ("skip", "fail")
 STDOUT_REJECTS = "rosprompt-rejects.jsonl"
@@ -132,6 +128,40 @@ def check_chunk_rows(rows: int) -> int:
     return rows
 
 
+class _ChunkProgress:
+    """Where the chunk loop stands. `position`: usable input rows done (written, or skipped as
+    seen); the chunks read and not yet written, with their input rows and rows skipped (the read
+    stage runs ahead of the write stage); `boundary`: the progress saved after the last full
+    chunk, where a run over this input grown at its end goes on from."""
+
+    def __init__(self, chunk_rows: int, progress: dict | None, empty: dict) -> None:
+        self.chunk_rows = chunk_rows
+        self.position = int(progress.get("position", progress["rows"])) if progress else 0
+        self.saved_position = self.position  # where a resumed run would continue
+        self.boundary = progress if progress and self.position % chunk_rows == 0 else empty
+        self._read_at = self.position
+        self._in_flight: deque[tuple[int, int]] = deque()
+
+    def next_chunk(self) -> int:
+        """The number of the chunk about to be read (the seen store files keys by it)."""
+        return self._read_at // self.chunk_rows
+
+    def read(self, rows: int, skipped: int) -> None:
+        self._read_at += rows
+        self._in_flight.append((rows, skipped))
+
+    def written(self) -> int:
+        """The oldest chunk read is written: the rows it skipped as seen."""
+        rows, skipped = self._in_flight.popleft()
+        self.position += rows
+        return skipped
+
+    def saved(self, progress: dict) -> None:
+        self.saved_position = self.position
+        if self.position and self.position % self.chunk_rows == 0:
+            self.boundary = progress
+
+
 class FileRun:
     """One input file to one output. Use as a context manager: `prepare()` (no model needed),
     then `execute(scorer, labels)`."""
@@ -161,10 +191,7 @@ class FileRun:
         self.sink = RejectSink()
         self.report: InputReport | None = None
         self.summary = RunSummary(input=self.source.display, output=request.out if self.target else STDOUT_NAME)
-        # the progress after the last full chunk written: where a run over this input grown at its
-        # end goes on from (the empty start until a chunk is full)
-        self._boundary: dict = counts_of(self.summary) | {"writer": empty_checkpoint(self.out_fmt), "centres": None,
-                                                          "position": 0, "skipped_seen": 0, "seen_run": None}
+        self.centres_file = SavedCentres(self.target)
 
     def __enter__(self) -> FileRun:
         return self
@@ -222,40 +249,23 @@ class FileRun:
         return report
 
     def fingerprint(self, scorer: Scorer, label_set: LabelSet) -> dict[str, str]:
-        prompt = "none"
-        if scorer.prompt is not None:
-            digest = hashlib.sha256(scorer.prompt.vectors.detach().cpu().float().numpy().tobytes())
-            digest.update(json.dumps(asdict(scorer.prompt.meta), sort_keys=True, default=str).encode())
-            prompt = digest.hexdigest()
-        options = {
+        """resume.run_fingerprint of this run: its input, and every option that shapes its output."""
+        return run_fingerprint(self.source.path, scorer, label_set, {
             **asdict(self.options),
             "out_format": self.out_fmt,
             "chunk_rows": self.request.chunk_rows,
             "on_error": self.request.on_error,
             "unclosed_quote": self.request.unclosed_quote,
             "new_only_by": self.request.new_only_by,
-            "max_length": scorer.max_length,
-            "device": str(scorer.backbone.device),
-            "precision": scorer.backbone.precision,
-            "runtime": scorer.backbone.runtime,
-            "scorer": scorer.settings(),
-        }
-        return {
-            "input": sha256_file(self.source.path),
-            "model": scorer.backbone.content_hash,
-            "prompt": prompt,
-            "labels": value_digest(label_set.name_table()),
-            "options": value_digest(options),
-            "version": __version__,
-        }
+        })
 
     def execute(
         self, scorer: Scorer, label_set: LabelSet, on_rows: Callable[[int], None] | None = None,
         on_resumed: Callable[[int], None] | None = None,
     ) -> RunSummary:
         """Label the rows `prepare` checked. `on_rows(n)`: n more rows done (after every forward
-        pass, and the blank rows of each chunk); `on_resumed(n)`: a resumed run starts after the n
-        rows an earlier run labelled."""
+        pass, the blank rows of each chunk, and the rows skipped as seen); `on_resumed(n)`: a
+        resumed run starts after the n rows an earlier run did."""
         assert self.report is not None, "prepare() first"
         if self.options.adapt is not None:
             refuse_adapt(scorer)
@@ -279,64 +289,69 @@ class FileRun:
             summary.input_grew = True
         if state is not None and progress is None:
             state.clear()  # a stale progress file must never describe this run's fresh partial output
-        position = 0  # usable input rows done (rows written, and with --new-only-by those skipped)
         if progress:
             restore_counts(summary, progress)
             summary.skipped_seen = int(progress.get("skipped_seen", 0))
-            position = int(progress.get("position", summary.rows))
-            summary.resumed_from_row = position
-            if position % self.request.chunk_rows == 0:
-                self._boundary = progress
-            if on_resumed:
-                on_resumed(position)
+        empty = counts_of(RunSummary(input="", output="")) | {
+            "writer": empty_checkpoint(self.out_fmt), "centres": None, "position": 0, "skipped_seen": 0, "seen_run": None,
+        }
+        chunks = _ChunkProgress(self.request.chunk_rows, progress, empty)
+        summary.resumed_from_row = chunks.position
+        if progress and on_resumed:
+            on_resumed(chunks.position)
         if self.store is not None:
             self.store.begin(progress, summary.input_grew, self.request.chunk_rows)
         writer = TableWriter(
             self.request.out, self.out_fmt, force=self.request.force or self.request.resume,
             resume_from=progress["writer"] if progress else None,
         )
+        self._label_chunks(scorer, label_set, state, fingerprint, progress, chunks, writer, on_rows)
+        if self.store is not None:
+            self._record_keys()
+        self.centres_file.forget()
+        self._publish_rejects()
+        summary.status = run_status(summary.rejected)
+        return summary
+
+    def _label_chunks(self, scorer: Scorer, label_set: LabelSet, state: RunState | None, fingerprint: dict[str, str],
+                      progress: dict | None, chunks: _ChunkProgress, writer: TableWriter,
+                      on_rows: Callable[[int], None] | None) -> None:
+        """The chunk loop, and what an interruption or a failure in it leaves behind: after an
+        interruption or a full disk, the partial output and its progress file for --resume
+        (when a chunk was saved); after anything else, nothing."""
+        summary = self.summary
+        assert self.report is not None
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
         started = time.perf_counter()
-        saved_rows = summary.rows  # where a resumed run would continue
         centres: Centres | None = None
         times = StageTimes()
 
-        # (input rows, rows skipped as seen) of each chunk read and not yet written, in order
-        chunks_read: deque[tuple[int, int]] = deque()
-
-        def read() -> Iterator[pl.DataFrame]:
-            at = position
-            for frame in self.source.iter_batches(self.request.chunk_rows, start=position):
+        def read() -> Iterator[pl.DataFrame]:  # the read stage (pipeline.py), in its own thread
+            for frame in self.source.iter_batches(self.request.chunk_rows, start=chunks.position):
                 rows, skipped = frame.height, 0
                 if self.store is not None:
                     assert self.request.new_only_by is not None
-                    frame, skipped = self.store.new_rows(frame, self.request.new_only_by, at // self.request.chunk_rows)
-                at += rows
-                chunks_read.append((rows, skipped))
+                    frame, skipped = self.store.new_rows(frame, self.request.new_only_by, chunks.next_chunk())
+                chunks.read(rows, skipped)
                 if skipped and on_rows is not None:
                     on_rows(skipped)
                 yield frame
 
         def write(out: pl.DataFrame) -> None:  # the write stage (pipeline.py), in its own thread
-            nonlocal saved_rows, position
             writer.write(out)
-            tally_labels(self.summary, out.get_column(self.options.label_col), out.get_column(self.options.score_col))
-            rows, skipped = chunks_read.popleft()
-            position += rows
-            summary.skipped_seen += skipped
+            tally_labels(summary, out.get_column(self.options.label_col), out.get_column(self.options.score_col))
+            summary.skipped_seen += chunks.written()
             if state is not None:
-                progress_now = counts_of(summary) | {
+                saved = counts_of(summary) | {
                     "writer": writer.checkpoint(), "centres": centres.digest() if centres is not None else None,
-                    "position": position, "skipped_seen": summary.skipped_seen,
+                    "position": chunks.position, "skipped_seen": summary.skipped_seen,
                     "seen_run": self.store.run_id if self.store is not None else None,
                 }
                 try:
-                    state.save(progress_now)
+                    state.save(saved)
                 except OSError as exc:
                     raise write_failed(state.path, exc) from exc
-                saved_rows = position
-                if position and position % self.request.chunk_rows == 0:
-                    self._boundary = progress_now
+                chunks.saved(saved)
 
         try:
             if self.options.adapt is not None:
@@ -348,14 +363,14 @@ class FileRun:
                 write_all(labelled, write, times)
             summary.seconds = time.perf_counter() - started
             with times.timing("write"):
-                writer.commit(lambda partial: self._before_publishing(partial, state, fingerprint))
+                writer.commit(lambda partial: self._before_publishing(partial, state, fingerprint, chunks.boundary))
             summary.stage_seconds = times.as_dict()
         except Interrupted as stop:
             summary.seconds = time.perf_counter() - started
             summary.status = "interrupted"
             writer.suspend()
             if state is None or not state.path.exists():
-                self._forget_centres()  # nothing to resume: the next run starts afresh and estimates again
+                self.centres_file.forget()  # nothing to resume: the next run starts afresh and estimates again
                 self._abandon_keys()
                 raise
             raise stop.with_message(
@@ -368,26 +383,21 @@ class FileRun:
             if state is not None and state.path.exists():
                 writer.suspend()
                 raise WriteFailed(f"{failure}; nothing was published; make room and run the same command with "
-                                  f"--resume to continue after row {saved_rows:,}") from failure
+                                  f"--resume to continue after row {chunks.saved_position:,}") from failure
             writer.abort()
-            self._forget_centres()
+            self.centres_file.forget()
             self._abandon_keys()
             raise WriteFailed(f"{failure}; nothing was published") from failure
         except BaseException:
             writer.abort()
             if state is not None:
                 state.clear()
-            self._forget_centres()
+            self.centres_file.forget()
             self._abandon_keys()
             raise
-        if self.store is not None:
-            self._record_keys()
-        self._forget_centres()
-        self._publish_rejects()
-        summary.status = run_status(summary.rejected)
-        return summary
 
-    def _before_publishing(self, partial: Path, state: RunState | None, fingerprint: dict[str, str]) -> None:
+    def _before_publishing(self, partial: Path, state: RunState | None, fingerprint: dict[str, str],
+                           boundary: dict) -> None:
         """The finished partial output is about to be renamed into place. Everything that
         describes the published output is recorded first, so that a run killed just after the
         rename leaves an output that `--resume` knows as complete (the rename keeps the file's
@@ -399,7 +409,7 @@ class FileRun:
         try:
             DoneRecord(self.target).save(fingerprint, counts_of(self.summary) | {
                 "rejected": self.summary.rejected, "skipped_seen": self.summary.skipped_seen,
-            }, self._extent(), self._boundary, stamp_of=partial)
+            }, self._extent(), boundary, stamp_of=partial)
         except OSError:
             pass  # the record only spares a later --resume the work; without it, that run refuses and says why
         if state is not None:
@@ -446,30 +456,13 @@ class FileRun:
             except RosPromptError:
                 pass  # the next run on the store rolls this run back (its output does not exist)
 
-    def _centres_file(self) -> Path:
-        assert self.target is not None
-        return sidecar(self.target, "centres")
-
-    def _forget_centres(self) -> None:
-        """The run will not be resumed: its saved --adapt centres go."""
-        if self.target is not None:
-            self._centres_file().unlink(missing_ok=True)
-
     def _centres(self, scorer: Scorer, progress: dict | None) -> Centres:
         """--adapt: the centres of this input; a resumed run reads those its first part used, so
         that its output is the uninterrupted run's, byte for byte."""
         adapt = self.options.adapt
         assert adapt is not None
-        if progress is not None and self.target is not None:
-            try:
-                centres = Centres.from_dict(json.loads(self._centres_file().read_text(encoding="utf-8")))
-            except (OSError, ValueError, KeyError) as exc:
-                raise RosPromptError(f"{self.request.out}: the --adapt centres of the interrupted run are missing or "
-                                     f"unreadable; run without --resume to start over") from exc
-            if centres.digest() != progress.get("centres"):
-                raise RosPromptError(f"{self.request.out}: the --adapt centres saved do not match the interrupted "
-                                     f"run's; run without --resume to start over")
-            return centres
+        if progress is not None:
+            return self.centres_file.load(progress.get("centres"))
 
         def rows() -> Iterator[tuple[list[str], list[str]]]:
             for frame in self.source.iter_batches(self.request.chunk_rows):
@@ -478,11 +471,7 @@ class FileRun:
 
         batching = batching_for(scorer, self.options.batch_size, self.options.max_batch_tokens)
         centres = estimate_streaming(rows, adapt, lambda texts: text_vectors_in_order(scorer, texts, batching).numpy())
-        if self.target is not None:
-            try:
-                write_json_atomically(self._centres_file(), centres.as_dict())
-            except OSError as exc:
-                raise write_failed(self._centres_file(), exc) from exc
+        self.centres_file.save(centres)
         return centres
 
     def _complete_already(self, counts: dict) -> RunSummary:

@@ -42,7 +42,7 @@ from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.output import OutputLock
 from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
-from rosprompt_cli.shards import input_files, is_multi_file, output_folder, per_file_outputs, plan_jobs
+from rosprompt_cli.inputs import input_files, is_multi_file, output_folder, per_file_outputs, plan_files
 from rosprompt_cli.spec import ScorerFactory, ScorerSpec, label_set_for, scorer_for
 from rosprompt_cli.verbalizers import Scorer
 
@@ -262,7 +262,7 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
         raise RosPromptError("--rejects names one file; with a folder or glob input each output gets its own NAME.rejects.jsonl")
     files, _ = input_files(job.input, job.fmt)
     folder = output_folder(job.out)
-    plans = plan_jobs(files, per_file_outputs(files, folder, job.out_format), job.force, job.resume)
+    plans = plan_files(files, per_file_outputs(files, folder, job.out_format), job.force, job.resume)
     folder.mkdir(exist_ok=True)
     done: list[dict] = []
 

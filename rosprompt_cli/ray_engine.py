@@ -29,10 +29,10 @@ from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.formats import DELIMITED, file_separator
 from rosprompt_cli.frames import LabelOptions, OutputColumns
 from rosprompt_cli.input_check import QUOTED_TSV_FIELD, csv_header, csv_records
-from rosprompt_cli.io import check_columns
+from rosprompt_cli.readers import check_columns
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.paths import resolved
-from rosprompt_cli.shards import input_files
+from rosprompt_cli.inputs import input_files
 from rosprompt_cli.spec import ScorerSpec, build_scorer
 from rosprompt_cli.summary import tally_labels
 
@@ -376,7 +376,7 @@ def _name_bad_row(files: list[Path], fmt: str, text_col: str) -> None:
     """Raise the local pre-pass's one-line error (file, line, column) for the first row of the
     input that cannot be read, if there is one; Ray's readers name neither file nor line."""
     from rosprompt_cli.input_check import FailOnReject
-    from rosprompt_cli.io import TableSource
+    from rosprompt_cli.readers import TableSource
 
     advice = "nothing was published; fix the input, or label it with --engine local --on-error skip to set bad rows aside"
     for file in files:

@@ -17,10 +17,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.output import sidecar
 from rosprompt_cli.paths import cache_home, resolved, sha256_file, write_json_atomically
+from rosprompt_cli.version import __version__
+
+if TYPE_CHECKING:
+    from rosprompt_cli.labels import LabelSet
+    from rosprompt_cli.verbalizers import Scorer
 
 STATE_VERSION = 1
 # Fingerprint parts, in the order a mismatch is reported, with the words used to report it.
@@ -32,6 +38,28 @@ _PARTS = {
     "options": "the labelling options",
     "version": "the rosprompt version",
 }
+
+
+def run_fingerprint(input_path: Path, scorer: Scorer, label_set: LabelSet, options: dict) -> dict[str, str]:
+    """Everything that decides a run's output, part by part (_PARTS): the input's bytes, the
+    model, the prompt (its vectors and metadata), the labels, the run's `options` with the
+    scorer's own settings, and the rosprompt version."""
+    prompt = "none"
+    if scorer.prompt is not None:
+        digest = hashlib.sha256(scorer.prompt.vectors.detach().cpu().float().numpy().tobytes())
+        digest.update(json.dumps(asdict(scorer.prompt.meta), sort_keys=True, default=str).encode())
+        prompt = digest.hexdigest()
+    backbone = scorer.backbone
+    scoring = {"max_length": scorer.max_length, "device": str(backbone.device), "precision": backbone.precision,
+               "runtime": backbone.runtime, "scorer": scorer.settings()}
+    return {
+        "input": sha256_file(input_path),
+        "model": backbone.content_hash,
+        "prompt": prompt,
+        "labels": value_digest(label_set.name_table()),
+        "options": value_digest(options | scoring),
+        "version": __version__,
+    }
 
 
 def value_digest(value: object) -> str:

@@ -26,7 +26,16 @@ from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
 from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
 from rosprompt_cli.runtime import check_runtime, onnx_encoder, resolve_runtime
-from rosprompt_cli.verbalizers import AUTO, REGISTRY, MlmOverrides, Scorer, check_verbalizer, choose_verbalizer, make_scorer
+from rosprompt_cli.verbalizers import (
+    AUTO,
+    REGISTRY,
+    MlmOverrides,
+    Scorer,
+    check_verbalizer,
+    check_verbalizer_options,
+    choose_verbalizer,
+    make_scorer,
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,7 @@ class ScorerSpec:
         check_runtime(self.runtime)
         if self.threads is not None and self.threads < 1:
             raise RosPromptError("--threads must be at least 1")
-        if self.verbalizer == "embed":
-            self.mlm.refuse()
+        check_verbalizer_options(self.verbalizer, self.mlm)
 
     def check_placement(self) -> str:
         """Validate device, dtype, quantisation and runtime here, before the input pre-pass; the

@@ -32,7 +32,15 @@ from rosprompt_cli.objective import language_dropout_mask, smoothed_targets, sof
 from rosprompt_cli.paths import refuse_shared_paths
 from rosprompt_cli.penalties import Penalty, PenaltyContext, Step, build_penalties, penalty_names
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
-from rosprompt_cli.verbalizers import NamePool, TrainingHead, check_verbalizer, choose_verbalizer, training_head
+from rosprompt_cli.verbalizers import (
+    NamePool,
+    TrainingHead,
+    check_verbalizer,
+    check_verbalizer_options,
+    choose_verbalizer,
+    prompt_fields,
+    training_head,
+)
 from rosprompt_cli.verbalizers.embed import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE
 from rosprompt_cli.verbalizers.label_vectors import class_vectors
 from rosprompt_cli.verbalizers.mlm import MlmOptions, MlmOverrides
@@ -309,10 +317,9 @@ def package(backbone: Backbone, setup: TrainingSetup, fitted: FitResult, label_s
         prompt_length=config.prompt_length,
         backbone_source=backbone.source,
         verbalizer=setup.verbalizer,
-        verbalizer_options=asdict(config.mlm) if setup.verbalizer == "mlm" else {},
         text_prefix=backbone.text_prefix,
         label_template=config.label_template,
-        temperature=config.temperature if setup.verbalizer == "embed" else 1.0,
+        **prompt_fields(setup.verbalizer, config),
         train_labels=label_set.as_dict(),
         hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature", "mlm")},
         metrics=metrics,
@@ -383,8 +390,7 @@ class TrainJob:
             raise RosPromptError(f"{self.out}: prompt file exists; pass --force to overwrite it")
         if self.shots is not None and self.shots < 1:
             raise RosPromptError("--shots must be at least 1")
-        if self.config.verbalizer == "embed":
-            self.mlm.refuse()
+        check_verbalizer_options(self.config.verbalizer, self.mlm)
 
 
 def run_train(job: TrainJob, on_event: OnEvent = ignore, backbone: Backbone | None = None) -> SoftPrompt:
@@ -403,8 +409,7 @@ def run_train(job: TrainJob, on_event: OnEvent = ignore, backbone: Backbone | No
     elif backbone.runtime != "torch" or backbone.precision != "float32":
         raise RosPromptError(f"training needs the backbone in float32 on torch, not {backbone.execution}")
     chosen = choose_verbalizer(config.verbalizer, backbone)
-    if chosen == "embed":
-        job.mlm.refuse()
+    check_verbalizer_options(chosen, job.mlm)
     info(on_event, f"training a {config.prompt_length}-vector prompt for {backbone.name} ({chosen} verbalizer) on "
                    f"{len(data)} examples, {len(label_set)} labels")
 

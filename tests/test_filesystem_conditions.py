@@ -35,7 +35,7 @@ def _path_for(condition: str, role: str, tmp_path: Path) -> Path | None:
         return tmp_path / "no-such-folder" / name
     if condition == "folder as a file":
         if role == "input":
-            return None  # a folder is a valid input: every file in it (tests/test_shards.py)
+            return None  # a folder is a valid input: every file in it (tests/test_multi_file.py)
         folder = tmp_path / name
         folder.mkdir()
         return folder

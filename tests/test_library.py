@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rosprompt_cli.errors import RosPromptError
-from rosprompt_cli.io import open_source
+from rosprompt_cli.readers import open_source
 from rosprompt_cli.output import TableWriter
 from rosprompt_cli.labels import LabelSet, load_label_file, parse_label_arg, resolve_label_set
 from rosprompt_cli.metrics import evaluate_predictions

@@ -103,7 +103,8 @@ def label(
             help="A feed fetched again and again: label only the rows whose key in column COL (an item's URL or "
             "guid) no earlier run has labelled, and write only those; the rows skipped are counted (--summary: "
             "skipped_seen). A row with an empty key is set aside. The keys are kept in an SQLite file shared by "
-            f"every output written to the same folder ({STORE_NAME} there) or in --seen-store.",
+            f"every output written to the same folder ({STORE_NAME} there) or in --seen-store. Default: every "
+            "row is labelled and written.",
             show_default=False, metavar="COL",
         ),
     ] = None,

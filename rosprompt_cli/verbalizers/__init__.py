@@ -11,7 +11,8 @@ A new verbalizer is one module with a scorer and a training head, plus one entry
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.errors import RosPromptError, check_choice
@@ -19,6 +20,9 @@ from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.base import NamePool, Scorer, ScorerBase, TrainingHead
 from rosprompt_cli.verbalizers.embed import EmbedHead, EmbeddingScorer
 from rosprompt_cli.verbalizers.mlm import MlmHead, MlmOptions, MlmOverrides, MlmScorer, require_mlm_head
+
+if TYPE_CHECKING:
+    from rosprompt_cli.training import TrainConfig
 
 AUTO = "auto"
 
@@ -34,25 +38,59 @@ def _mlm_scorer(backbone: Backbone, prompt: SoftPrompt | None, max_length: int |
     return MlmScorer(backbone, prompt, MlmOptions.from_prompt(prompt).with_overrides(mlm), max_length=max_length)
 
 
+def _no_mlm_options(mlm: MlmOverrides) -> None:
+    mlm.refuse()
+
+
+def _takes_mlm_options(mlm: MlmOverrides) -> None:
+    pass
+
+
+def _embed_prompt_fields(config: TrainConfig) -> dict:
+    return {"verbalizer_options": {}, "temperature": config.temperature}
+
+
+def _mlm_prompt_fields(config: TrainConfig) -> dict:
+    return {"verbalizer_options": asdict(config.mlm), "temperature": 1.0}  # MLM logits are used as they are
+
+
 @dataclass(frozen=True)
 class Verbalizer:
     """One registry entry: its scorer class and how to build one from the options given, its
-    training head, and which backbones it needs (`require` raises the one-line refusal) or
-    suits (`suits`: the auto choice)."""
+    training head, which backbones it needs (`require` raises the one-line refusal) or suits
+    (`suits`: the auto choice), which of the MLM options it takes (`check_options` refuses the
+    others in one line), and what a prompt trained with it stores (`prompt_fields`: PromptMeta's
+    verbalizer_options and temperature, from the training config). Whether it can centre text
+    vectors (--adapt) is its scorer class's `centres_text_vectors`."""
 
     scorer_class: type[ScorerBase]
     scorer: Callable[[Backbone, SoftPrompt | None, int | None, MlmOverrides], Scorer]
     head: type[TrainingHead]
     suits: Callable[[Backbone], bool]
     require: Callable[[Backbone], None]
+    check_options: Callable[[MlmOverrides], None]
+    prompt_fields: Callable[[TrainConfig], dict]
 
 
 # In order of preference for --verbalizer auto: the first that suits the backbone is chosen.
 REGISTRY: dict[str, Verbalizer] = {
-    "mlm": Verbalizer(MlmScorer, _mlm_scorer, MlmHead, lambda b: b.mlm_head is not None, require_mlm_head),
-    "embed": Verbalizer(EmbeddingScorer, _embed_scorer, EmbedHead, lambda b: True, lambda b: None),
+    MlmScorer.verbalizer: Verbalizer(MlmScorer, _mlm_scorer, MlmHead, lambda b: b.mlm_head is not None,
+                                     require_mlm_head, _takes_mlm_options, _mlm_prompt_fields),
+    EmbeddingScorer.verbalizer: Verbalizer(EmbeddingScorer, _embed_scorer, EmbedHead, lambda b: True, lambda b: None,
+                                           _no_mlm_options, _embed_prompt_fields),
 }
 CHOICES = (AUTO, *REGISTRY)
+
+
+def check_verbalizer_options(verbalizer: str, mlm: MlmOverrides) -> None:
+    """Refuse options the chosen verbalizer does not take (`auto`: decided once it is chosen)."""
+    if verbalizer in REGISTRY:
+        REGISTRY[verbalizer].check_options(mlm)
+
+
+def prompt_fields(verbalizer: str, config: TrainConfig) -> dict:
+    """What a prompt trained with `verbalizer` stores of its training config."""
+    return REGISTRY[verbalizer].prompt_fields(config)
 
 
 def check_verbalizer(requested: str) -> str:
@@ -95,5 +133,6 @@ def training_head(verbalizer: str, backbone: Backbone, config: object, pool: Nam
 
 __all__ = [
     "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool", "Scorer",
-    "TrainingHead", "Verbalizer", "check_verbalizer", "choose_verbalizer", "make_scorer", "training_head",
+    "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options", "choose_verbalizer", "make_scorer",
+    "prompt_fields", "training_head",
 ]

@@ -69,6 +69,7 @@ class EmbeddingScorer(ScorerBase):
     """Scores texts against a label set with the backbone and an optional soft prompt."""
 
     verbalizer = "embed"
+    centres_text_vectors = True  # --adapt: its text vectors are what is centred
     plain_note = "no prompt (plain zero-shot)"
 
     def __init__(

@@ -174,13 +174,17 @@ class TableSource:
             sink.add(reject)
         return self._clean_copy(scan, bad, report, "keyed")
 
-    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, name: str) -> pl.LazyFrame:
-        """The rows of `scan` but those at positions `bad`, in a Parquet file of the spool folder."""
+    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, name: str,
+                    then: pl.Expr | None = None) -> pl.LazyFrame:
+        """The rows of `scan` but those at positions `bad` (with the column `then` makes, once
+        they are gone), in a Parquet file of the spool folder."""
         if self._spool_dir is None:
             self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
         self._data_path = self._spool_dir / f"{name}.parquet"
         index = "__rosprompt_row"
         kept = scan.with_row_index(index).filter(~pl.col(index).is_in(bad)).drop(index)
+        if then is not None:
+            kept = kept.with_columns(then)
         try:
             kept.sink_parquet(self._data_path)
         except OSError as exc:
@@ -210,7 +214,7 @@ class TableSource:
         if not bad:
             self._text_as_bytes = text_col
             return scan.with_columns(decoded)
-        return self._clean_copy(scan.with_columns(decoded), bad, report, "clean")
+        return self._clean_copy(scan, bad, report, "clean", then=decoded)
 
     def _scan(self) -> pl.LazyFrame:
         if self.fmt == "jsonl":

@@ -80,18 +80,18 @@ def per_file_outputs(files: list[Path], folder: Path, out_fmt: str | None) -> li
 
 
 @dataclass
-class FileJob:
+class FilePlan:
     """One input file of a multi-file local run and its output."""
 
     input: Path
     output: Path
 
 
-def plan_jobs(files: list[Path], outputs: list[Path], force: bool, resume: bool) -> list[FileJob]:
+def plan_files(files: list[Path], outputs: list[Path], force: bool, resume: bool) -> list[FilePlan]:
     """Each input file with its output. Without --resume or --force an existing output is refused,
     before any file is labelled; with --resume each file's run decides as a single file's would
     (continue an interrupted run, keep an output complete for the same run, or start)."""
     for target in outputs:
         if target.exists() and not (force or resume):
             raise RosPromptError(f"{target}: output file exists; pass --force to overwrite it (or --resume to keep finished outputs)")
-    return [FileJob(file, target) for file, target in zip(files, outputs)]
+    return [FilePlan(file, target) for file, target in zip(files, outputs)]
