@@ -104,6 +104,15 @@ class LabelJob:
             refuse_shared_paths({"--out": self.out, "--summary": self.summary} | reads)
 
 
+    def file_request(self, input: str, out: str, chunk_rows: int, rejects: str | None = None) -> RunRequest:
+        """What the local engine's run of one file (this job's input, or one file of a folder
+        input) takes from this job."""
+        return RunRequest(input=input, out=out, fmt=self.fmt, out_format=self.out_format,
+                          on_error=self.on_error or "skip", unclosed_quote=self.unclosed_quote, rejects=rejects,
+                          force=self.force, resume=self.resume, chunk_rows=chunk_rows, new_only_by=self.new_only_by,
+                          seen_store=self.seen_store)
+
+
 @dataclass(frozen=True)
 class LabelResult:
     """How the run ended: its --summary contents (also when no --summary file was asked for)."""
@@ -190,12 +199,8 @@ def _label_locally(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
     load_scorer = cache(lambda: scorer_for(job.scorer, given))  # once, after the first file's pre-pass
     if is_multi_file(job.input):
         return _label_files(job, chunk_rows, load_scorer, on_event, so_far)
-    request = RunRequest(input=job.input, out=job.out, fmt=job.fmt, out_format=job.out_format,
-                         on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
-                         rejects=job.rejects, force=job.force,
-                         resume=job.resume, chunk_rows=chunk_rows, new_only_by=job.new_only_by,
-                         seen_store=job.seen_store)
-    with FileRun(request, job.options, list(job.labels.names)) as run:
+    with FileRun(job.file_request(job.input, job.out, chunk_rows, job.rejects), job.options,
+                 list(job.labels.names)) as run:
         so_far.append(lambda status, error: _file_summary(run, status, error))
         _run_file(run, job, load_scorer, on_event)
         return run.summary.as_dict()
@@ -271,11 +276,8 @@ def _label_files(job: LabelJob, chunk_rows: int, load_scorer: Callable[[], Score
 
     so_far.append(lambda status, error: summaries.combined(done, status, error, complete()))
     for number, plan in enumerate(plans):
-        request = RunRequest(input=str(plan.input), out=str(plan.output), fmt=job.fmt, out_format=job.out_format,
-                             on_error=job.on_error or "skip", unclosed_quote=job.unclosed_quote,
-                             force=job.force, resume=job.resume,
-                             chunk_rows=chunk_rows, new_only_by=job.new_only_by, seen_store=job.seen_store)
-        with FileRun(request, job.options, list(job.labels.names)) as run:
+        with FileRun(job.file_request(str(plan.input), str(plan.output), chunk_rows), job.options,
+                     list(job.labels.names)) as run:
             try:
                 _run_file(run, job, load_scorer, on_event, announce=number == 0)
             except _STOPS as exc:

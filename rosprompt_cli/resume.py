@@ -194,8 +194,9 @@ class DoneRecord:
 
     def _grown(self, saved: dict, input_path: Path, extent: InputExtent) -> bool | str:
         """True when the input only grew at its end since the output was made; a reason when it
-        grew but its new rows change the column types (every row's output would change); False
-        when it changed otherwise."""
+        grew but cannot be gone on from (the earlier input's last line was not ended, or the new
+        rows change the column types, and with them every row's output); False when it changed
+        otherwise."""
         try:
             before = InputExtent(**saved["input"])
             boundary = saved["boundary"]
@@ -205,6 +206,16 @@ class DoneRecord:
             return False
         if sha256_file(input_path, before.size) != saved["fingerprint"]["input"]:
             return False
+        if before.size and not _ends_a_line(input_path, before.size):
+            return ("its last line had no line end when the output was made, so the rows added may have joined "
+                    "that line and changed its row")
         if extent.schema != before.schema:
             return "the rows added change its columns or their types, and with them every row's output"
         return True
+
+
+def _ends_a_line(path: Path, size: int) -> bool:
+    """Whether the first `size` bytes of the file end with a line end."""
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) == b"\n"

@@ -120,6 +120,18 @@ def test_an_input_changed_other_than_at_its_end_is_refused(cli, tmp_path):
     refused = cli("label", feed, "--labels", LABELS, "--out", out, "--resume", check=False)
     assert refused.returncode == 1 and "the rows added change its columns or their types" in refused.stderr.decode()
 
+    # read while the collector was writing its last line: the line was set aside, and what is
+    # appended completes it, which changes that row
+    _write(feed, _items(0, 12))
+    half = json.dumps(_items(12, 13)[0])
+    with open(feed, "a", encoding="utf-8") as fh:
+        fh.write(half[:30])
+    assert cli("label", feed, "--labels", LABELS, "--out", out, "--force", check=False).returncode == 4
+    with open(feed, "a", encoding="utf-8") as fh:
+        fh.write(half[30:] + "\n" + json.dumps(_items(13, 14)[0]) + "\n")
+    refused = cli("label", feed, "--labels", LABELS, "--out", out, "--resume", check=False)
+    assert refused.returncode == 1 and "its last line had no line end" in refused.stderr.decode()
+
 
 def test_adapt_is_not_continued_on_a_grown_input(cli, tmp_path):
     feed, out = tmp_path / "feed.jsonl", tmp_path / "tagged.jsonl"
@@ -191,18 +203,18 @@ import os, signal, sys
 from rosprompt_cli import seen
 from rosprompt_cli.commands import main
 
-method, call = sys.argv.pop(1), int(sys.argv.pop(1))
+method, call, when = sys.argv.pop(1), int(sys.argv.pop(1)), sys.argv.pop(1)
 original = getattr(seen.SeenStore, method)
 calls = []
 
 def dying(self, *args, **kwargs):
     calls.append(1)
-    if len(calls) == call:
-        if method == "published":  # the output is in place; the store has not recorded it yet
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = original(self, *args, **kwargs)
+    if len(calls) == call and when == "before":
         os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, *args, **kwargs)
+    result = original(self, *args, **kwargs)
+    if len(calls) == call:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
 
 setattr(seen.SeenStore, method, dying)
 sys.argv[0] = "rosprompt"
@@ -210,20 +222,21 @@ main()
 """
 
 
-@pytest.mark.parametrize(("point", "method", "call"), [
-    ("after settling the store, before the run starts", "begin", 1),
-    ("during labelling, two chunks in", "new_rows", 2),
-    ("with the output finished, before it is renamed into place", "publishing", 1),
-    ("between publishing and the store's commit", "published", 1),
+@pytest.mark.parametrize(("point", "method", "call", "when"), [
+    ("before the store's lock is taken", "open", 1, "before"),
+    ("after settling the store, before the run starts", "begin", 1, "after"),
+    ("during labelling, two chunks in", "new_rows", 2, "after"),
+    ("with the output finished, before it is renamed into place", "publishing", 1, "after"),
+    ("between publishing and the store's commit", "published", 1, "before"),
 ])
-def test_kill_9_at_any_point_loses_no_item_and_repeats_none(cli, cli_process, tmp_path, point, method, call):
+def test_kill_9_at_any_point_loses_no_item_and_repeats_none(cli, cli_process, tmp_path, point, method, call, when):
     tagged = tmp_path / "tagged"
     tagged.mkdir()
     args = ["--labels", LABELS, "--new-only-by", "url", "--chunk-rows", 4]
     _fetch(tmp_path / "f0.jsonl", 0, 10)
     cli("label", tmp_path / "f0.jsonl", *args, "--out", tagged / "n0.jsonl")
     _fetch(tmp_path / "f1.jsonl", 6, 18)
-    killed = subprocess.run([sys.executable, "-c", _KILL_AT, method, str(call), "label", str(tmp_path / "f1.jsonl"),
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, method, str(call), when, "label", str(tmp_path / "f1.jsonl"),
                              *map(str, args), "--out", str(tagged / "n1.jsonl"), "--resume"],
                             cwd=REPO, env=cli_process.env, capture_output=True)
     assert killed.returncode == -9, (point, killed.stderr.decode())
@@ -249,7 +262,7 @@ def test_an_interrupted_run_resumes_with_its_keys(cli, cli_process, tmp_path):
     _fetch(tmp_path / "f.jsonl", 0, 40)
     # the ninth chunk is read at most six chunks ahead of the write stage (pipeline.DEPTH): the
     # first chunks are written, and saved in the progress file, by then
-    killed = subprocess.run([sys.executable, "-c", _KILL_AT.replace("SIGKILL", "SIGTERM"), "new_rows", "9", "label",
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT.replace("SIGKILL", "SIGTERM"), "new_rows", "9", "after", "label",
                              str(tmp_path / "f.jsonl"), *map(str, args), "--out", str(tagged / "n.jsonl")],
                             cwd=REPO, env=cli_process.env, capture_output=True)
     assert killed.returncode == 143, killed.stderr.decode()
