@@ -97,7 +97,7 @@ class LabelJob:
         if self.summary:
             check_file_to_write("--summary", self.summary, "the run's summary")
         # the label and prompt files are read by the run too: --out or --summary must not replace them
-        reads = {"--labels-file": self.labels.source, "--prompt": self.scorer.prompt, "--seen-store": self.seen_store}
+        reads = files_kept(self.labels.source, self.scorer.prompt, self.seen_store)
         if self.engine == "local" and not is_multi_file(self.input):
             refuse_shared_paths(run_files(self.input, self.out, self.rejects, self.summary) | reads)
         else:
@@ -111,6 +111,12 @@ class LabelJob:
                           on_error=self.on_error or "skip", unclosed_quote=self.unclosed_quote, rejects=rejects,
                           force=self.force, resume=self.resume, chunk_rows=chunk_rows, new_only_by=self.new_only_by,
                           seen_store=self.seen_store)
+
+
+def files_kept(labels_file: str | None, prompt: str | None, seen_store: str | None) -> dict[str, str | None]:
+    """The files a label run reads or keeps besides its input, by option: no file the run writes
+    (--out, --rejects, --summary) may be one of them."""
+    return {"--labels-file": labels_file, "--prompt": prompt, "--seen-store": seen_store}
 
 
 @dataclass(frozen=True)

@@ -339,3 +339,17 @@ def test_a_second_run_on_the_same_store_is_refused_with_exit_5(cli, tmp_path):
     err = refused.stderr.decode()
     assert refused.returncode == 5 and "is writing this seen store" in err and err.count("\n") == 1, err
     assert list(tagged.iterdir()) == []
+
+
+def test_a_summary_is_never_written_over_the_seen_store(cli, tmp_path):
+    """A run refused before it starts still writes its --summary, but never over a file it keeps."""
+    _fetch(tmp_path / "f.jsonl", 0, 4)
+    store = tmp_path / "keys.sqlite"
+    cli("label", tmp_path / "f.jsonl", "--labels", LABELS, "--new-only-by", "url", "--out", tmp_path / "a.jsonl",
+        "--seen-store", store)
+    kept = store.read_bytes()
+    refused = cli("label", tmp_path / "f.jsonl", "--labels", LABELS, "--new-only-by", "url", "--out",
+                  tmp_path / "b.jsonl", "--seen-store", store, "--summary", store, check=False)
+    err = refused.stderr.decode()
+    assert refused.returncode == 1 and "--seen-store" in err and "--summary" in err, err
+    assert store.read_bytes() == kept

@@ -3,6 +3,7 @@ small amount of terminal output code (rendering the library's events)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from typing import Annotated, Any
@@ -16,6 +17,14 @@ from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStar
 from rosprompt_cli.spec import ScorerSpec
 from rosprompt_cli.verbalizers import MlmOverrides
 from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
+
+# The defaults of the scorer options every command shares: the library's, stated once in ScorerSpec.
+SCORER_DEFAULTS = ScorerSpec()
+
+
+def field_defaults(cls: type) -> dict[str, Any]:
+    """The plain defaults of a library dataclass, by field: a command's defaults come from there."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 _CPU, _CUDA = DEFAULT_BATCHING["cpu"], DEFAULT_BATCHING["cuda"]  # the defaults the help states
 

@@ -17,6 +17,8 @@ from rosprompt_cli.evaluation import EvalJob, run_eval
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.metrics import Report
 
+_JOB_DEFAULTS = common.field_defaults(EvalJob)
+
 HELP = (
     "Evaluate on gold-labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]); "
     "prints accuracy, macro-F1, per-label and per-language tables and a confusion matrix."
@@ -78,8 +80,8 @@ def evaluate(
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
     lexicon: common.Lexicon = None,
-    text_col: common.TextCol = "text",
-    label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = "label",
+    text_col: common.TextCol = _JOB_DEFAULTS["text_col"],
+    label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = _JOB_DEFAULTS["label_col"],
     lang_col: Annotated[
         str | None, typer.Option("--lang-col", help="Column holding the language, for per-language accuracy. Default: none.", show_default=False)
     ] = None,
@@ -115,15 +117,15 @@ def evaluate(
     fmt: common.Format = None,
     split: common.Split = None,
     model: common.Model = None,
-    device: common.Device = "auto",
+    device: common.Device = common.SCORER_DEFAULTS.device,
     batch_size: common.ScoreBatchSize = None,
     max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
-    dtype: common.Dtype = "auto",
-    quantize: common.Quantize = "none",
-    runtime: common.Runtime = "auto",
+    dtype: common.Dtype = common.SCORER_DEFAULTS.dtype,
+    quantize: common.Quantize = common.SCORER_DEFAULTS.quantize,
+    runtime: common.Runtime = common.SCORER_DEFAULTS.runtime,
     threads: common.Threads = None,
-    verbalizer: common.Verbalizer = "auto",
+    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
     mlm_template: common.MlmTemplate = None,
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,

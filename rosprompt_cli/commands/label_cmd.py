@@ -13,10 +13,12 @@ from rosprompt_cli.errors import ExitCode, RosPromptError
 from rosprompt_cli.file_run import DEFAULT_CHUNK_ROWS, STDOUT_REJECTS
 from rosprompt_cli.formats import STDIO
 from rosprompt_cli.frames import MULTI_LABEL_THRESHOLD, LabelOptions
-from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, run_label, write_failed_summary
+from rosprompt_cli.job import RAY_BATCH_ROWS, LabelJob, files_kept, run_label, write_failed_summary
 from rosprompt_cli.labels import resolve_label_set
 from rosprompt_cli.ray_engine import RayRequest
 from rosprompt_cli.seen import STORE_NAME
+
+_OPTIONS = LabelOptions()  # the library's defaults
 
 HELP = (
     "Label every row of INPUT (CSV, TSV, JSONL, Parquet, - for stdin, or a folder or glob of such files) with "
@@ -33,7 +35,7 @@ def label(
     labels: common.Labels = None,
     labels_file: common.LabelsFile = None,
     lexicon: common.Lexicon = None,
-    text_col: common.TextCol = "text",
+    text_col: common.TextCol = _OPTIONS.text_col,
     prompt: common.PromptPath = None,
     no_prompt: common.NoPrompt = False,
     out: Annotated[str, typer.Option("--out", "-o", help="Output file (format from its extension), or - for stdout.")] = STDIO,
@@ -56,8 +58,8 @@ def label(
     adapt: common.Adapt = False,
     adapt_by: common.AdaptBy = None,
     adapt_sample: common.AdaptSample = SAMPLE_ROWS,
-    out_label_col: Annotated[str, typer.Option("--out-label-col", help="Name of the added label column.")] = "label",
-    out_score_col: Annotated[str, typer.Option("--out-score-col", help="Name of the added score column.")] = "score",
+    out_label_col: Annotated[str, typer.Option("--out-label-col", help="Name of the added label column.")] = _OPTIONS.label_col,
+    out_score_col: Annotated[str, typer.Option("--out-score-col", help="Name of the added score column.")] = _OPTIONS.score_col,
     on_error: Annotated[
         str | None,
         typer.Option(
@@ -129,15 +131,15 @@ def label(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output (and rejects) file.")] = False,
     model: common.Model = None,
-    device: common.Device = "auto",
+    device: common.Device = common.SCORER_DEFAULTS.device,
     batch_size: common.ScoreBatchSize = None,
     max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
-    dtype: common.Dtype = "auto",
-    quantize: common.Quantize = "none",
-    runtime: common.Runtime = "auto",
+    dtype: common.Dtype = common.SCORER_DEFAULTS.dtype,
+    quantize: common.Quantize = common.SCORER_DEFAULTS.quantize,
+    runtime: common.Runtime = common.SCORER_DEFAULTS.runtime,
     threads: common.Threads = None,
-    verbalizer: common.Verbalizer = "auto",
+    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
     mlm_template: common.MlmTemplate = None,
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,
@@ -189,7 +191,8 @@ def label(
                                cpus_per_worker=cpus_per_worker),
         )
     except RosPromptError as exc:
-        write_failed_summary(summary_path, input, out, rejects, exc, {"--labels-file": labels_file, "--prompt": prompt})  # a monitor reads the failure
+        # a monitor reads the failure, never over a file the run reads or keeps
+        write_failed_summary(summary_path, input, out, rejects, exc, files_kept(labels_file, prompt, seen_store))
         raise
     result = run_label(job, common.Renderer(progress_every), common.scorer_source(ctx))
     if result.rejected:

@@ -10,6 +10,8 @@ from rosprompt_cli.commands import common
 from rosprompt_cli.labels import load_label_file
 from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, TrainJob, run_train
 
+_JOB_DEFAULTS = common.field_defaults(TrainJob)
+
 HELP = (
     "Train a soft prompt on labelled INPUT (a table file, a datasets save_to_disk folder, or hf:NAME[:split]) "
     "and save it as a .safetensors prompt file. Only the prompt is trained; the backbone stays frozen."
@@ -21,8 +23,8 @@ _DEFAULTS = ROSPROMPT_DEFAULTS
 def train(
     input: Annotated[str, typer.Argument(help="Labelled training data.", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Where to save the prompt (.safetensors).", show_default=False)],
-    text_col: common.TextCol = "text",
-    label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = "label",
+    text_col: common.TextCol = _JOB_DEFAULTS["text_col"],
+    label_col: Annotated[str, typer.Option("--label-col", help="Column holding the gold label.")] = _JOB_DEFAULTS["label_col"],
     labels_file: common.LabelsFile = None,
     shots: Annotated[
         int | None, typer.Option("--shots", help="Examples per class, sampled with --seed. Default: all rows.", show_default=False)
@@ -64,8 +66,8 @@ def train(
     split: common.Split = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing prompt file.")] = False,
     model: common.Model = None,
-    device: common.Device = "auto",
-    verbalizer: common.Verbalizer = "auto",
+    device: common.Device = common.SCORER_DEFAULTS.device,
+    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
     mlm_template: common.MlmTemplate = None,
     neighbours: common.Neighbours = None,
     aggregate: common.Aggregate = None,
