@@ -353,3 +353,18 @@ def test_a_summary_is_never_written_over_the_seen_store(cli, tmp_path):
     err = refused.stderr.decode()
     assert refused.returncode == 1 and "--seen-store" in err and "--summary" in err, err
     assert store.read_bytes() == kept
+
+
+def test_a_folder_of_fetches_gives_each_item_once(cli, tmp_path):
+    """A folder input writes one output per file (Parquet) into the --out folder, all sharing its store:
+    the files are labelled in order, each item in the first file that has it."""
+    fetches = tmp_path / "fetches"
+    fetches.mkdir()
+    _fetch(fetches / "a.jsonl", 0, 10)
+    _fetch(fetches / "b.jsonl", 6, 16)
+    done = cli("label", fetches, "--labels", LABELS, "--new-only-by", "url", "--out", tmp_path / "tagged",
+               "--summary", tmp_path / "s.json")
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["skipped_seen"] == 4 and summary["rows"] == 16, done.stderr.decode()
+    assert [r["url"] for r in _rows(tmp_path / "tagged" / "b.parquet")] == [i["url"] for i in _items(10, 16)]
+    assert (tmp_path / "tagged" / ".rosprompt-seen.sqlite").exists()
