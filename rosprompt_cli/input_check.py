@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -257,15 +257,16 @@ def csv_records(path: Path, separator: str, unclosed_quote: str = FAIL_ON_UNCLOS
                 yield CsvRecord(start, fields, raw, problem)
 
 
-def key_problem(line: int, key_col: str, value: object, raw: str, unit: str = "line") -> Reject | None:
-    """Why a row's --new-only-by key cannot tell it from other rows, or None."""
+def key_problem(line: int, key_col: str, value: object, raw: Callable[[], str], unit: str = "line") -> Reject | None:
+    """Why a row's --new-only-by key cannot tell it from other rows, or None. `raw()` gives the
+    row's text for the rejects file: called only for a row set aside, since every row is checked."""
     if isinstance(value, (dict, list)):
         kind = "an object" if isinstance(value, dict) else "a list"
         return Reject(line, key_col, "key not a value", f"the --new-only-by key is {kind}; give it as a string or a "
-                      f"number", raw, unit)
+                      f"number", raw(), unit)
     if value is None or (isinstance(value, str) and not value.strip()):
         return Reject(line, key_col, "empty key", "the --new-only-by key is empty; every row needs one to be "
-                      "labelled once", raw, unit)
+                      "labelled once", raw(), unit)
     return None
 
 
@@ -289,7 +290,7 @@ def csv_problem(record: CsvRecord, header: list[str], key_at: int = -1) -> Rejec
                 f"byte 0x{byte:02X} is not UTF-8; re-encode the file as UTF-8", _visible(record.raw),
             )
     if key_at >= 0:
-        return key_problem(record.line, header[key_at], fields[key_at], _visible(record.raw))
+        return key_problem(record.line, header[key_at], fields[key_at], lambda: _visible(record.raw))
     return None
 
 
@@ -496,7 +497,8 @@ def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | 
                 for key in value:
                     columns.setdefault(key, None)
                 if key_col:  # (a key missing from every line is a missing column, refused as such)
-                    problem = key_problem(line_no, key_col, value.get(key_col), raw.decode("utf-8").rstrip("\r\n"))
+                    problem = key_problem(line_no, key_col, value.get(key_col),
+                                          lambda: raw.decode("utf-8").rstrip("\r\n"))
             if problem is not None:
                 sink.add(problem)
                 needs_clean = True

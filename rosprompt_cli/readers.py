@@ -169,7 +169,7 @@ class TableSource:
         if not bad:
             return scan
         for row in bad:
-            reject = key_problem(row + 1, key_col, None, "", unit="row")
+            reject = key_problem(row + 1, key_col, None, lambda: "", unit="row")  # a blank key: nothing to show
             assert reject is not None
             sink.add(reject)
         return self._clean_copy(scan, bad, report, "keyed")
