@@ -269,20 +269,37 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+# Tokenizers read from a local tokenizer.json, by (path, size, mtime, tokenizer_config.json):
+# parsing the 250k-piece vocabulary of XLM-R takes about 0.6 s, which every scorer built in one
+# process (another dtype, runtime or prompt on the same model) would pay again. Sharing one is
+# safe: nothing changes a tokenizer after loading, and encode_texts sets its truncation under a lock.
+_TOKENIZERS: OrderedDict[tuple, object] = OrderedDict()
+_TOKENIZERS_KEPT = 4
+
+
 def load_tokenizer(path_or_id: str, local_only: bool) -> object:
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     tokenizer_json = Path(path_or_id) / "tokenizer.json"
-    if tokenizer_json.is_file():
-        # Load tokenizer.json exactly as written. Some tokenizer classes of transformers 5
-        # rebuild the pipeline from their own defaults and change ids (trailing spaces, <mask>).
-        config_path = Path(path_or_id) / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        specials = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **specials)
-        tok.model_max_length = int(config.get("model_max_length", 512))
-        return tok
-    return AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only)
+    if not tokenizer_json.is_file():
+        return AutoTokenizer.from_pretrained(path_or_id, local_files_only=local_only)
+    config_path = Path(path_or_id) / "tokenizer_config.json"
+    config_text = config_path.read_text() if config_path.exists() else "{}"
+    stat = tokenizer_json.stat()
+    key = (str(tokenizer_json.resolve()), stat.st_size, stat.st_mtime_ns, config_text)
+    if key in _TOKENIZERS:
+        _TOKENIZERS.move_to_end(key)
+        return _TOKENIZERS[key]
+    # Load tokenizer.json exactly as written. Some tokenizer classes of transformers 5
+    # rebuild the pipeline from their own defaults and change ids (trailing spaces, <mask>).
+    config = json.loads(config_text)
+    specials = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), **specials)
+    tok.model_max_length = int(config.get("model_max_length", 512))
+    _TOKENIZERS[key] = tok
+    while len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+        _TOKENIZERS.popitem(last=False)
+    return tok
 
 
 _MLM_ARCHITECTURES = ("ForMaskedLM", "ForPreTraining")
