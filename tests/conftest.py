@@ -198,10 +198,12 @@ class InProcessCLI(CLI):
 
 @pytest.fixture(scope="session")
 def scorer_cache(rosprompt_home: Path):
-    """One scorer cache for every in-process command and library test of this worker."""
+    """One scorer cache for every in-process command and library test of this worker. Eight:
+    the suite's tests move between about that many specs (the shipped prompt, none, torch, int8,
+    the tiny masked LM, ...), and a scorer evicted is a model loaded again."""
     from rosprompt_cli.spec import ScorerCache
 
-    return ScorerCache(size=4)
+    return ScorerCache(size=8)
 
 
 @pytest.fixture(scope="session")
@@ -224,6 +226,28 @@ def trained_prompt(cli: InProcessCLI, tmp_path_factory: pytest.TempPathFactory) 
             "--prompt-len", "8", "--out", out / "news.safetensors")
 
     return made_once(tmp_path_factory, "trained-prompt", train) / "news.safetensors"
+
+
+@pytest.fixture(scope="session")
+def sample_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Parts of the multilingual sample in this folder, for tests that compare two ways of
+    running the same thing (torch and ONNX Runtime, the library and the CLI, with and without
+    --adapt) at a fraction of the whole sample's model work:
+    - news_slice.csv and news_slice.jsonl: every fifth row, 63 rows with all 11 of its languages
+      and all 7 of its categories;
+    - news_three_languages.csv: every row in Swahili, Russian and Chinese (84 rows; 28 a language,
+      enough for --adapt-by lang to centre each language on its own)."""
+    folder = tmp_path_factory.mktemp("sample-slice")
+    csv_lines = (SAMPLES / "news_multilingual.csv").read_text(encoding="utf-8").splitlines(True)
+    (folder / "news_slice.csv").write_text(csv_lines[0] + "".join(csv_lines[1::5]), encoding="utf-8")
+    three = [line for line in csv_lines[1:] if line.split(",")[1] in ("swh_Latn", "rus_Cyrl", "zho_Hans")]
+    (folder / "news_three_languages.csv").write_text(csv_lines[0] + "".join(three), encoding="utf-8")
+    jsonl_lines = (SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8").splitlines(True)
+    (folder / "news_slice.jsonl").write_text("".join(jsonl_lines[::5]), encoding="utf-8")
+    return folder
+
+
+SLICE_ROWS = 63
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,20 +52,21 @@ def test_the_streaming_estimate_embeds_only_the_sample_and_equals_the_in_memory_
     assert Centres.from_dict(json.loads(json.dumps(streamed.as_dict()))).digest() == streamed.digest()
 
 
-def _label(cli, *args: object, check: bool = True):
-    return cli("label", SAMPLES / "news_multilingual.csv", "--labels-file", LABELS_FILE, *args, check=check)
+def _label(cli, *args: object, check: bool = True, src: Path = SAMPLES / "news_multilingual.csv"):
+    return cli("label", src, "--labels-file", LABELS_FILE, *args, check=check)
 
 
-def test_label_adapt_is_deterministic_and_changes_the_scores(cli, cli_process, tmp_path):
-    _label(cli, "--out", tmp_path / "plain.csv")
-    first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json")
+def test_label_adapt_is_deterministic_and_changes_the_scores(cli, cli_process, tmp_path, sample_slice):
+    src = sample_slice / "news_three_languages.csv"  # 84 rows, 28 in each of 3 languages
+    _label(cli, "--out", tmp_path / "plain.csv", src=src)
+    first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json", src=src)
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
-    assert b"centred on 11 groups, from 315 sampled rows" in first.stderr
-    assert json.loads((tmp_path / "run.json").read_text())["adapt"] == "centred on 11 groups, from 315 sampled rows"
+    assert b"centred on 3 groups, from 84 sampled rows" in first.stderr
+    assert json.loads((tmp_path / "run.json").read_text())["adapt"] == "centred on 3 groups, from 84 sampled rows"
     assert [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name] == [], "no centres file left behind"
     # a second run, from stdin (read from its spooled copy): the same bytes
     piped = subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", "-", "--labels-file", str(LABELS_FILE),
-                            "--adapt-by", "lang"], input=(SAMPLES / "news_multilingual.csv").read_bytes(),
+                            "--adapt-by", "lang"], input=src.read_bytes(),
                            capture_output=True, cwd=tmp_path, env=cli_process.env, check=True)
     assert piped.stdout == (tmp_path / "a.csv").read_bytes()
 
@@ -115,16 +117,17 @@ def test_adapt_is_refused_in_one_line_where_it_cannot_work(cli, tmp_path, tiny_m
     assert proc.returncode == 1 and b"more than 1,000 values" in proc.stderr, proc.stderr
 
 
-def test_eval_adapt_measures_what_label_adapt_does(cli, tmp_path):
-    args = [SAMPLES / "news_multilingual.csv", "--label-col", "category", "--lang-col", "lang"]
+def test_eval_adapt_measures_what_label_adapt_does(cli, tmp_path, sample_slice):
+    src = sample_slice / "news_three_languages.csv"  # 84 rows, 28 in each of 3 languages, all 7 categories
+    args = [src, "--label-col", "category", "--lang-col", "lang"]
     cli("eval", *args, "--output", tmp_path / "plain.json")
     cli("eval", *args, "--adapt-by", "lang", "--output", tmp_path / "adapted.json")
     plain, adapted = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "adapted.json"))
-    assert "centred on 11 groups" in adapted["prompt"] and "centred" not in plain["prompt"]
+    assert "centred on 3 groups" in adapted["prompt"] and "centred" not in plain["prompt"]
     assert adapted["per_label"] != plain["per_label"]
     # eval's predictions are label's: the same rows get the same labels
     gold = "entertainment,geography,health,politics,science/technology,sports,travel"  # eval's label set
-    cli("label", SAMPLES / "news_multilingual.csv", "--labels", gold, "--adapt-by", "lang", "--out", tmp_path / "tagged.csv")
+    cli("label", src, "--labels", gold, "--adapt-by", "lang", "--out", tmp_path / "tagged.csv")
     import csv
 
     with open(tmp_path / "tagged.csv", newline="", encoding="utf-8") as fh:

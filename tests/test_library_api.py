@@ -66,8 +66,8 @@ def test_label_job_writes_the_bytes_the_cli_writes(cli_process, rosprompt_home, 
 
 
 @pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
-def test_eval_job_reports_the_metrics_the_cli_reports(cli_process, rosprompt_home, tmp_path, prompt_args):
-    src = str(SAMPLES / "news_multilingual.csv")
+def test_eval_job_reports_the_metrics_the_cli_reports(cli_process, rosprompt_home, tmp_path, prompt_args, sample_slice):
+    src = str(sample_slice / "news_slice.csv")  # all 7 gold labels and 11 languages of the sample
     cli_process("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json", *prompt_args)
     spec = ScorerSpec(use_prompt=not prompt_args)
     result = run_eval(EvalJob(src, label_col="category", lang_col="lang", scorer=spec))
