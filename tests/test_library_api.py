@@ -89,22 +89,35 @@ def _readme_library_blocks() -> list[str]:
     return blocks
 
 
-def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path):
-    shutil.copytree(SAMPLES, tmp_path / "samples")
-    outputs = []
-    for block in _readme_library_blocks():
-        proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr.decode()
-        outputs.append(proc.stdout.decode())
-    assert outputs[0].startswith("ok 315 {")
-    assert "315 rows -> tagged_py/news_multilingual.parquet" in outputs[0]
-    assert pl.read_parquet(tmp_path / "tagged_py.parquet").height == 315
-    assert pl.read_parquet(tmp_path / "tagged_py" / "news_multilingual.parquet").height == 315
-    assert json.loads((tmp_path / "run_py.json").read_text())["status"] == "ok"
-    assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", outputs[1])
-    assert outputs[2] == "2 inputs labelled, 1 model load\n"
+def _check_label_example(folder, stdout: str) -> None:
+    assert stdout.startswith("ok 315 {")
+    assert "315 rows -> tagged_py/news_multilingual.parquet" in stdout
+    assert pl.read_parquet(folder / "tagged_py.parquet").height == 315
+    assert pl.read_parquet(folder / "tagged_py" / "news_multilingual.parquet").height == 315
+    assert json.loads((folder / "run_py.json").read_text())["status"] == "ok"
+
+
+def _check_eval_example(folder, stdout: str) -> None:
+    assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", stdout)
+
+
+def _check_scorer_cache_example(folder, stdout: str) -> None:
+    assert stdout == "2 inputs labelled, 1 model load\n"
     for name in ("tagged_py_news_multilingual_csv.parquet", "tagged_py_news_multilingual_jsonl.parquet"):
-        assert pl.read_parquet(tmp_path / name).height == 315
+        assert pl.read_parquet(folder / name).height == 315
+
+
+# each example of the Library section, in its own fresh folder (so the three run in parallel)
+_LIBRARY_CHECKS = [_check_label_example, _check_eval_example, _check_scorer_cache_example]
+
+
+@pytest.mark.parametrize("number", range(len(_LIBRARY_CHECKS)), ids=["label", "eval", "scorer-cache"])
+def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path, number):
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+    proc = subprocess.run([sys.executable, "-c", _readme_library_blocks()[number]], cwd=tmp_path, capture_output=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    _LIBRARY_CHECKS[number](tmp_path, proc.stdout.decode())
 
 
 def test_a_scorer_built_once_labels_two_inputs_with_one_model_load(tmp_path, monkeypatch, rosprompt_home):
