@@ -33,6 +33,7 @@ from rosprompt_cli.paths import refuse_shared_paths
 from rosprompt_cli.penalties import Penalty, PenaltyContext, Step, build_penalties, penalty_names
 from rosprompt_cli.prompt import PromptMeta, SoftPrompt
 from rosprompt_cli.verbalizers import (
+    HeadConfig,
     NamePool,
     TrainingHead,
     check_verbalizer,
@@ -97,6 +98,12 @@ class TrainConfig:
             raise RosPromptError("--penalty-weight must be non-negative")
         if "{}" not in self.label_template:
             raise RosPromptError("--label-template must contain {} where the label name goes")
+
+    def head_config(self) -> HeadConfig:
+        """The part of this configuration a verbalizer's training head uses."""
+        return HeadConfig(prompt_length=self.prompt_length, max_length=self.max_length,
+                          label_template=self.label_template, temperature=self.temperature,
+                          centre_languages=self.centre_languages, mlm=self.mlm)
 
 
 # What `rosprompt train` uses by default: the RoSPrompt system of bench/quality.py (with the
@@ -206,7 +213,7 @@ def prepare(
 
     verbalizer = choose_verbalizer(config.verbalizer, backbone)
     pool = NamePool.build(label_set, extra_names, negatives)
-    head = training_head(verbalizer, backbone, config, pool)
+    head = training_head(verbalizer, backbone, config.head_config(), pool)
     n_train = len(label_set)
     if negatives:
         pool, rows = drop_close_negatives(pool, head.name_vectors, n_train, head.groups, config.negative_max_similarity)
@@ -319,7 +326,7 @@ def package(backbone: Backbone, setup: TrainingSetup, fitted: FitResult, label_s
         verbalizer=setup.verbalizer,
         text_prefix=backbone.text_prefix,
         label_template=config.label_template,
-        **prompt_fields(setup.verbalizer, config),
+        **prompt_fields(setup.verbalizer, config.head_config()),
         train_labels=label_set.as_dict(),
         hyperparameters={k: v for k, v in asdict(config).items() if k not in ("label_template", "temperature", "mlm")},
         metrics=metrics,

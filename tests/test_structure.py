@@ -1,6 +1,6 @@
 """The package's structure (issue 33): every module imports on its own, in a fresh interpreter
 (an import cycle shows as an ImportError for some first module), and no module outside
-verbalizers/ names a verbalizer."""
+verbalizers/ names a verbalizer, nor does verbalizers/ import the training loop."""
 
 from __future__ import annotations
 
@@ -64,3 +64,18 @@ def test_no_module_outside_verbalizers_compares_verbalizer_names():
                 found.append(f"{relative}:{number}: {line.strip()}")
     assert found == []
     assert VERBALIZER_NAME.search('if chosen == "embed":') and VERBALIZER_NAME.search("verbalizer = 'mlm'")
+
+
+TRAINING_IMPORT = re.compile(r"\s*(from rosprompt_cli import training|from rosprompt_cli\.training import|import rosprompt_cli\.training)")
+
+
+def test_verbalizers_never_import_the_training_loop():
+    """The layers point one way: training.py uses verbalizers/, whose training heads take a
+    HeadConfig (what they use of the training configuration), so no module of verbalizers/
+    imports training.py, not even for type checking."""
+    found = [f"{path.relative_to(REPO).as_posix()}:{number}: {line.strip()}"
+             for path in sorted((PACKAGE / "verbalizers").glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if TRAINING_IMPORT.match(line)]
+    assert found == []
+    assert TRAINING_IMPORT.match("    from rosprompt_cli.training import TrainConfig")  # what base.py had

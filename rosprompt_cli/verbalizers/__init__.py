@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.prompt import SoftPrompt
-from rosprompt_cli.verbalizers.base import NamePool, Scorer, ScorerBase, TrainingHead
+from rosprompt_cli.verbalizers.base import HeadConfig, NamePool, Scorer, ScorerBase, TrainingHead
 from rosprompt_cli.verbalizers.embed import EmbedHead, EmbeddingScorer
 from rosprompt_cli.verbalizers.mlm import MlmHead, MlmOptions, MlmOverrides, MlmScorer, require_mlm_head
 
-if TYPE_CHECKING:
-    from rosprompt_cli.training import TrainConfig
 
 AUTO = "auto"
 
@@ -46,11 +43,11 @@ def _takes_mlm_options(mlm: MlmOverrides) -> None:
     pass
 
 
-def _embed_prompt_fields(config: TrainConfig) -> dict:
+def _embed_prompt_fields(config: HeadConfig) -> dict:
     return {"verbalizer_options": {}, "temperature": config.temperature}
 
 
-def _mlm_prompt_fields(config: TrainConfig) -> dict:
+def _mlm_prompt_fields(config: HeadConfig) -> dict:
     return {"verbalizer_options": asdict(config.mlm), "temperature": 1.0}  # MLM logits are used as they are
 
 
@@ -69,7 +66,7 @@ class Verbalizer:
     suits: Callable[[Backbone], bool]
     require: Callable[[Backbone], None]
     check_options: Callable[[MlmOverrides], None]
-    prompt_fields: Callable[[TrainConfig], dict]
+    prompt_fields: Callable[[HeadConfig], dict]
 
 
 # In order of preference for --verbalizer auto: the first that suits the backbone is chosen.
@@ -88,7 +85,7 @@ def check_verbalizer_options(verbalizer: str, mlm: MlmOverrides) -> None:
         REGISTRY[verbalizer].check_options(mlm)
 
 
-def prompt_fields(verbalizer: str, config: TrainConfig) -> dict:
+def prompt_fields(verbalizer: str, config: HeadConfig) -> dict:
     """What a prompt trained with `verbalizer` stores of its training config."""
     return REGISTRY[verbalizer].prompt_fields(config)
 
@@ -127,12 +124,13 @@ def make_scorer(
     return REGISTRY[chosen].scorer(backbone, prompt, max_length, mlm or MlmOverrides())
 
 
-def training_head(verbalizer: str, backbone: Backbone, config: object, pool: NamePool) -> TrainingHead:
-    return REGISTRY[verbalizer].head(backbone, config, pool)  # type: ignore[arg-type]
+def training_head(verbalizer: str, backbone: Backbone, config: HeadConfig, pool: NamePool) -> TrainingHead:
+    return REGISTRY[verbalizer].head(backbone, config, pool)
 
 
 __all__ = [
-    "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool", "Scorer",
+    "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "HeadConfig", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool",
+    "Scorer",
     "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options", "choose_verbalizer", "make_scorer",
     "prompt_fields", "training_head",
 ]

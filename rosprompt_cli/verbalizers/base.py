@@ -25,7 +25,7 @@ from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.label_vectors import class_vectors
 
 if TYPE_CHECKING:
-    from rosprompt_cli.training import TrainConfig
+    from rosprompt_cli.verbalizers.mlm import MlmOptions
 
 # Forward passes when none is given. CPU: up to 32 texts and 1,024 tokens. For the bundled model
 # the batch hardly matters on a few cores (length-bucketed batches leave little padding: 8 texts,
@@ -232,6 +232,19 @@ class NamePool:
                         [self.languages[i] for i in rows])
 
 
+@dataclass(frozen=True)
+class HeadConfig:
+    """What a training head, and the prompt file it trains for, take of the training
+    configuration (training.TrainConfig.head_config makes one)."""
+
+    prompt_length: int
+    max_length: int | None
+    label_template: str  # embed: how a label name is phrased
+    temperature: float  # embed: the logits' temperature
+    centre_languages: bool  # embed: language-centred class vectors
+    mlm: MlmOptions  # mlm: template, expansion and aggregation
+
+
 class TrainingHead:
     """A verbalizer in training: text features (differentiable in the prompt), class logits from
     them with a subset of label names, and one vector per label name for label-to-label
@@ -241,7 +254,7 @@ class TrainingHead:
     pool: NamePool
     groups: torch.Tensor | None = None  # label-language ids, for language-centred class vectors
 
-    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+    def __init__(self, backbone: Backbone, config: HeadConfig, pool: NamePool) -> None:
         self.backbone, self.config, self.pool = backbone, config, pool
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

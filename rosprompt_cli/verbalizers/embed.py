@@ -10,7 +10,7 @@ labels are embedded at inference exactly as in training. Score = cosine / temper
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from rosprompt_cli.batching import EncodedTexts, encode_texts
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.base import (
+    HeadConfig,
     NamePool,
     ScorerBase,
     TrainingHead,
@@ -29,8 +30,6 @@ from rosprompt_cli.verbalizers.base import (
 )
 from rosprompt_cli.verbalizers.label_vectors import class_vectors, group_ids
 
-if TYPE_CHECKING:
-    from rosprompt_cli.training import TrainConfig
 
 DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
 DEFAULT_TEMPERATURE = 0.05
@@ -144,7 +143,7 @@ class EmbeddingScorer(ScorerBase):
 class EmbedHead(TrainingHead):
     """Training: sentence vectors of prompted texts against class vectors from label-name embeddings."""
 
-    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+    def __init__(self, backbone: Backbone, config: HeadConfig, pool: NamePool) -> None:
         super().__init__(backbone, config, pool)
         # Label names are embedded once, without the prompt, exactly as at inference; clone():
         # leave inference mode so the vectors can enter the autograd graph.

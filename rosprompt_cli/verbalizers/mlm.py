@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
+
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.base import (
+    HeadConfig,
     NamePool,
     ScorerBase,
     TrainingHead,
@@ -30,8 +31,6 @@ from rosprompt_cli.verbalizers.base import (
 )
 from rosprompt_cli.verbalizers.expansion import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES, WordExpansion, expand_words
 
-if TYPE_CHECKING:
-    from rosprompt_cli.training import TrainConfig
 
 DEFAULT_TEMPLATE = "A {mask} news: {text}"  # NPPrompt's template for news topics
 # The command-line flag of each MlmOptions field.
@@ -297,7 +296,7 @@ class MlmScorer(ScorerBase):
 class MlmHead(TrainingHead):
     """Training: MLM logits at the template's mask, read through the NPPrompt expansion of the label names."""
 
-    def __init__(self, backbone: Backbone, config: TrainConfig, pool: NamePool) -> None:
+    def __init__(self, backbone: Backbone, config: HeadConfig, pool: NamePool) -> None:
         super().__init__(backbone, config, pool)
         self.scorer = MlmScorer(backbone, None, config.mlm, max_length=config.max_length)
         self.expansion = self.scorer.expand(pool.texts, pool.owner, pool.languages, pool.n_classes)
