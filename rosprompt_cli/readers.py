@@ -37,6 +37,9 @@ from rosprompt_cli.input_check import (
     key_problem,
 )
 
+ROW_INDEX = "__rosprompt_row"  # a column a clean copy numbers the rows with, dropped before it is written
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -132,6 +135,10 @@ class TableSource:
             self._schema = scan.collect_schema()
             report = InputReport(columns=self._schema.names(), rows=scan.select(pl.len()).collect().item())
             report.has_text_column = text_col in report.columns
+            # Every check reads the file as it is, so that a row is named by its place in the file
+            # and set aside once (for its first problem, text before key), whatever else is wrong.
+            rejects: list[Reject] = []
+            decoded: pl.Expr | None = None
             if report.has_text_column:
                 kind = self._schema[text_col]
                 if kind.is_nested():
@@ -140,49 +147,58 @@ class TableSource:
                         f"strings, or pass --text-col NAME"
                     )
                 if kind == pl.Binary:  # as some writers store UTF-8 text
-                    scan = self._decoded_text(scan, text_col, sink, report)
-                    self._schema = scan.collect_schema()
+                    rejects = self._undecodable_rows(scan, text_col)
+                    decoded = pl.col(text_col).cast(pl.String)
+            if self.key_col and self.key_col in report.columns:
+                rejects += self._keyless_rows(scan, self.key_col, {reject.line for reject in rejects})
+            rejects.sort(key=lambda reject: reject.line)
+            for reject in rejects:
+                sink.add(reject)
+            set_aside = [reject.line - 1 for reject in rejects]
+            if report.has_text_column:
+                kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(set_aside))
+                if decoded is not None:
+                    kept = kept.with_columns(decoded)  # only rows whose bytes are UTF-8 are left
                 empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
-                rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), empty.alias("empty"))
-                hits = rows.filter(pl.col("empty")).select("row").collect().get_column("row")
+                hits = kept.filter(empty).select(pl.col(ROW_INDEX) + 1).collect().get_column(ROW_INDEX)
                 report.empty_text = hits.len()
                 report.empty_text_lines = hits.head(SHOWN_LINES).to_list()
-            if self.key_col and self.key_col in report.columns:
-                scan = self._without_keyless_rows(scan, self.key_col, sink, report)
+            if set_aside:
+                self._clean_copy(scan, set_aside, report, then=decoded)
+            elif decoded is not None:
+                self._text_as_bytes = text_col
+            if decoded is not None:
+                self._schema = self._scan().collect_schema()
         except RosPromptError:
             raise
         except Exception as exc:
             raise self._cannot_read(exc) from exc
         return report
 
-    def _without_keyless_rows(self, scan: pl.LazyFrame, key_col: str, sink: RejectSink,
-                              report: InputReport) -> pl.LazyFrame:
-        """--new-only-by on Parquet: a row whose key is null or blank goes to `sink`, and the rows
-        kept are copied to a clean file."""
+    def _keyless_rows(self, scan: pl.LazyFrame, key_col: str, set_aside: set[int]) -> list[Reject]:
+        """--new-only-by on Parquet: the rows whose key is null or blank (but those at the 1-based
+        rows `set_aside` already), to be set aside."""
         kind = scan.collect_schema()[key_col]
         if kind.is_nested():
             raise RosPromptError(f"{self.display}: column {key_col!r} holds {kind} values, which cannot key a row; "
                                  f"pass --new-only-by a column of strings or numbers")
-        index = "__rosprompt_row"
         blank = pl.col(key_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
-        bad = scan.with_row_index(index).filter(blank).select(index).collect().get_column(index).to_list()
-        if not bad:
-            return scan
-        for row in bad:
-            reject = key_problem(row + 1, key_col, None, lambda: "", unit="row")  # a blank key: nothing to show
-            assert reject is not None
-            sink.add(reject)
-        return self._clean_copy(scan, bad, report, "keyed")
+        rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), blank.alias("blank"))
+        rejects = []
+        for row in rows.filter(pl.col("blank")).select("row").collect().get_column("row").to_list():
+            if row not in set_aside:
+                reject = key_problem(row, key_col, None, lambda: "", unit="row")  # a blank key: nothing to show
+                assert reject is not None
+                rejects.append(reject)
+        return rejects
 
-    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, name: str,
-                    then: pl.Expr | None = None) -> pl.LazyFrame:
+    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, then: pl.Expr | None) -> None:
         """The rows of `scan` but those at positions `bad` (with the column `then` makes, once
-        they are gone), in a Parquet file of the spool folder."""
+        they are gone), in a Parquet file of the spool folder, read from now on."""
         if self._spool_dir is None:
             self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
-        self._data_path = self._spool_dir / f"{name}.parquet"
-        index = "__rosprompt_row"
-        kept = scan.with_row_index(index).filter(~pl.col(index).is_in(bad)).drop(index)
+        self._data_path = self._spool_dir / "clean.parquet"
+        kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(bad)).drop(ROW_INDEX)
         if then is not None:
             kept = kept.with_columns(then)
         try:
@@ -191,12 +207,10 @@ class TableSource:
             raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
         report.rows -= len(bad)
         self._text_as_bytes = None  # the copy holds the text decoded
-        return pl.scan_parquet(self._data_path)
 
-    def _decoded_text(self, scan: pl.LazyFrame, text_col: str, sink: RejectSink, report: InputReport) -> pl.LazyFrame:
-        """A Parquet text column stored as bytes: read as UTF-8 text (written back as text); a row
-        whose bytes are not UTF-8 goes to `sink`, and the rows kept are copied to a clean file."""
-        bad: list[int] = []
+    def _undecodable_rows(self, scan: pl.LazyFrame, text_col: str) -> list[Reject]:
+        """A Parquet text column stored as bytes: the rows whose bytes are not UTF-8, to be set aside."""
+        rejects: list[Reject] = []
         row = 0
         for frame in scan.select(text_col).collect_batches(chunk_size=1 << 16):
             for value in frame.get_column(text_col).to_list():  # only this rare path decodes row by row
@@ -206,15 +220,10 @@ class TableSource:
                 try:
                     value.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    bad.append(row - 1)
-                    sink.add(Reject(row, text_col, "not UTF-8",
-                                    f"byte 0x{value[exc.start]:02X} of the text (stored as bytes) is not UTF-8",
-                                    value.decode("utf-8", "backslashreplace"), unit="row"))
-        decoded = pl.col(text_col).cast(pl.String)
-        if not bad:
-            self._text_as_bytes = text_col
-            return scan.with_columns(decoded)
-        return self._clean_copy(scan, bad, report, "clean", then=decoded)
+                    rejects.append(Reject(row, text_col, "not UTF-8",
+                                          f"byte 0x{value[exc.start]:02X} of the text (stored as bytes) is not UTF-8",
+                                          value.decode("utf-8", "backslashreplace"), unit="row"))
+        return rejects
 
     def _scan(self) -> pl.LazyFrame:
         if self.fmt == "jsonl":

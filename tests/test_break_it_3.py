@@ -148,6 +148,28 @@ def test_a_parquet_text_column_of_utf8_bytes_is_labelled_and_bad_bytes_set_aside
     assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [(2, "text", "not UTF-8")]
 
 
+def test_parquet_rows_set_aside_for_bytes_and_for_keys_are_named_by_their_row_in_the_file(cli, tmp_path):
+    """Bytes that are not UTF-8 and a blank --new-only-by key in one Parquet file: each row is
+    named by its place in the file (not in a copy without the other kind), set aside once (its
+    text first), and the empty text counted only among the rows kept."""
+    src = tmp_path / "feed.parquet"
+    pl.DataFrame({
+        "id": ["a", "b", " ", None, "e", "f"],
+        "text": [TEXTS[0].encode(), b"\xff bad", "médico".encode(), b"\xfe both", b"  ", "fin".encode()],
+    }).write_parquet(src)
+    out, summary = tmp_path / "out.jsonl", tmp_path / "run.json"
+    proc = cli("label", src, "--labels", LABELS, "--new-only-by", "id", "--out", out, "--summary", summary, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 4, err
+    rejected = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [
+        (2, "text", "not UTF-8"), (3, "id", "empty key"), (4, "text", "not UTF-8")]
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "e", "f"]
+    report = json.loads(summary.read_text())
+    assert (report["rows"], report["rejected"], report["empty_text"]) == (3, 3, 1), report
+    assert "1 rows have empty or missing text (rows 5)" in err, err
+
+
 def test_a_summary_that_cannot_be_written_after_publishing_exits_6_in_a_real_process(cli, cli_process, tmp_path):
     """The same through the command: its files may not grow past 1,000 bytes, which the
     one-row output fits and the summary does not (the model cache is made first, in process)."""
