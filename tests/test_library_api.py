@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -89,7 +90,7 @@ def _readme_library_blocks() -> list[str]:
     return blocks
 
 
-def _check_label_example(folder, stdout: str) -> None:
+def _check_label_example(folder: Path, stdout: str) -> None:
     assert stdout.startswith("ok 315 {")
     assert "315 rows -> tagged_py/news_multilingual.parquet" in stdout
     assert pl.read_parquet(folder / "tagged_py.parquet").height == 315
@@ -97,11 +98,11 @@ def _check_label_example(folder, stdout: str) -> None:
     assert json.loads((folder / "run_py.json").read_text())["status"] == "ok"
 
 
-def _check_eval_example(folder, stdout: str) -> None:
+def _check_eval_example(folder: Path, stdout: str) -> None:
     assert re.fullmatch(r"shipped prompt default\.safetensors: accuracy [01]\.\d{3}, Swahili [01]\.\d{3}\n", stdout)
 
 
-def _check_scorer_cache_example(folder, stdout: str) -> None:
+def _check_scorer_cache_example(folder: Path, stdout: str) -> None:
     assert stdout == "2 inputs labelled, 1 model load\n"
     for name in ("tagged_py_news_multilingual_csv.parquet", "tagged_py_news_multilingual_jsonl.parquet"):
         assert pl.read_parquet(folder / name).height == 315

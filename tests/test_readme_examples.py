@@ -1,5 +1,7 @@
-"""Every ```bash block of README.md, run in order in a fresh folder as a user would paste the
-lines after the Quickstart, each line through the installed `rosprompt` in a real process.
+"""Every ```bash block of README.md, run in a fresh copy of the clone as a user would paste the
+lines after the Quickstart, each line through the installed `rosprompt` in a real process. Each
+block runs on its own (after the block whose file it uses, if any: example_groups), so that the
+blocks run in parallel.
 ```sh blocks are templates and are not run: they need what a test cannot have (a Ray cluster,
 the model hub, a model or dataset of your own), or they repeat a ```bash example on other data
 (training on SIB-200's English split, which test_cli_train_eval runs in a few epochs)."""
@@ -69,7 +71,7 @@ def test_readme_bash_lines_are_found():
     lines = bash_lines((REPO / "README.md").read_text(encoding="utf-8"))
     assert lines[0].startswith("python3 -m venv") and any(line.startswith("rosprompt train") for line in lines)
     assert not any("ray start" in line or "hf:" in line for line in lines), "templates belong in ```sh blocks"
-    assert len(README_GROUPS) >= 6
+    assert len(lines) >= 10 and len(README_GROUPS) >= 6
     assert sorted(line for group in README_GROUPS.values() for line in group) == sorted(lines), "each line in one group"
     train = next(group for group in README_GROUPS.values() if any(line.startswith("rosprompt train") for line in group))
     assert any("--prompt prompts/news.safetensors" in line for line in train), "eval runs after the train it needs"

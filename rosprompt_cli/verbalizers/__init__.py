@@ -130,7 +130,6 @@ def training_head(verbalizer: str, backbone: Backbone, config: HeadConfig, pool:
 
 __all__ = [
     "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "HeadConfig", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool",
-    "Scorer",
-    "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options", "choose_verbalizer", "make_scorer",
+    "Scorer", "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options", "choose_verbalizer", "make_scorer",
     "prompt_fields", "training_head",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 import torch
 import torch.nn.functional as F
 
