@@ -103,7 +103,6 @@ class LabelJob:
         else:
             refuse_shared_paths({"--out": self.out, "--summary": self.summary} | reads)
 
-
     def file_request(self, input: str, out: str, chunk_rows: int, rejects: str | None = None) -> RunRequest:
         """What the local engine's run of one file (this job's input, or one file of a folder
         input) takes from this job."""

@@ -155,16 +155,19 @@ class TableSource:
             for reject in rejects:
                 sink.add(reject)
             set_aside = [reject.line - 1 for reject in rejects]
+            # the rows kept, numbered by their place in the file, text decoded (only rows whose
+            # bytes are UTF-8 are left)
+            kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(set_aside))
+            if decoded is not None:
+                kept = kept.with_columns(decoded)
             if report.has_text_column:
-                kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(set_aside))
-                if decoded is not None:
-                    kept = kept.with_columns(decoded)  # only rows whose bytes are UTF-8 are left
                 empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
                 hits = kept.filter(empty).select(pl.col(ROW_INDEX) + 1).collect().get_column(ROW_INDEX)
                 report.empty_text = hits.len()
                 report.empty_text_lines = hits.head(SHOWN_LINES).to_list()
             if set_aside:
-                self._clean_copy(scan, set_aside, report, then=decoded)
+                self._clean_copy(kept.drop(ROW_INDEX))
+                report.rows -= len(set_aside)
             elif decoded is not None:
                 self._text_as_bytes = text_col
             if decoded is not None:
@@ -192,20 +195,15 @@ class TableSource:
                 rejects.append(reject)
         return rejects
 
-    def _clean_copy(self, scan: pl.LazyFrame, bad: list[int], report: InputReport, then: pl.Expr | None) -> None:
-        """The rows of `scan` but those at positions `bad` (with the column `then` makes, once
-        they are gone), in a Parquet file of the spool folder, read from now on."""
+    def _clean_copy(self, kept: pl.LazyFrame) -> None:
+        """Write the rows `kept` (text decoded) to a Parquet file of the spool folder, read from now on."""
         if self._spool_dir is None:
             self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
         self._data_path = self._spool_dir / "clean.parquet"
-        kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(bad)).drop(ROW_INDEX)
-        if then is not None:
-            kept = kept.with_columns(then)
         try:
             kept.sink_parquet(self._data_path)
         except OSError as exc:
             raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
-        report.rows -= len(bad)
         self._text_as_bytes = None  # the copy holds the text decoded
 
     def _undecodable_rows(self, scan: pl.LazyFrame, text_col: str) -> list[Reject]:
