@@ -21,14 +21,16 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rosprompt_cli.errors import RosPromptError, write_failed
 from rosprompt_cli.output import sidecar
 from rosprompt_cli.paths import write_json_atomically
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_ROWS = 1000  # rows per group a mean is estimated from
 MIN_GROUP_ROWS = 20  # a smaller group takes the mean of every sampled row
@@ -95,6 +97,9 @@ class Centres:
 
     def centre(self, vectors: torch.Tensor, groups: Sequence[str] | np.ndarray) -> torch.Tensor:
         """Text vectors [B, H] minus their group's mean, normalised again (the scores are cosines)."""
+        import torch  # here, not at the top: the options above are read without torch (--help)
+        import torch.nn.functional as F
+
         names, row_group = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
         table = np.stack([self.means.get(str(name), self.fallback) for name in names])  # one row per group
         shifted = vectors.float() - torch.from_numpy(table[row_group.reshape(-1)]).to(vectors.device)

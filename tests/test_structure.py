@@ -4,9 +4,12 @@ verbalizers/ names a verbalizer, nor does verbalizers/ import the training loop.
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -79,3 +82,31 @@ def test_verbalizers_never_import_the_training_loop():
              if TRAINING_IMPORT.match(line)]
     assert found == []
     assert TRAINING_IMPORT.match("    from rosprompt_cli.training import TrainConfig")  # what base.py had
+
+
+TYPE_CHECKING_IMPORT = re.compile(r"^    from rosprompt_cli\.(\w+) import (.+)$", re.M)
+
+
+def test_the_package_imports_its_names_on_first_use():
+    """`import rosprompt_cli` loads no model code (torch, transformers, polars): each public name
+    is imported from its module when first used. The names type checkers see (the TYPE_CHECKING
+    block) are exactly those, each from the module it is loaded from."""
+    import rosprompt_cli
+
+    source = (PACKAGE / "__init__.py").read_text(encoding="utf-8")
+    declared = {name.strip(): module for module, names in TYPE_CHECKING_IMPORT.findall(source)
+                for name in names.split(",")}
+    assert declared == rosprompt_cli._EXPORTS
+    assert sorted(declared) == rosprompt_cli.__all__
+    script = (
+        "import sys, rosprompt_cli\n"
+        "heavy = [m for m in ('torch', 'transformers', 'polars') if m in sys.modules]\n"
+        "from rosprompt_cli import LabelSet, __version__\n"
+        "print(heavy, LabelSet.__module__, __version__ == rosprompt_cli.__version__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["[]", "rosprompt_cli.labels", "True"], proc.stderr
+    for name in rosprompt_cli.__all__:
+        assert getattr(rosprompt_cli, name) is getattr(importlib.import_module(f"rosprompt_cli.{declared[name]}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'run_everything'"):
+        rosprompt_cli.run_everything  # noqa: B018
