@@ -36,7 +36,7 @@ from rosprompt_cli.frames import (
     text_vectors_in_order,
     texts_with_text,
 )
-from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputReport, RejectSink
+from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, SKIP_ADVICE, UNCLOSED_QUOTE, FailOnReject, InputFindings, RejectSink
 from rosprompt_cli.interrupt import SIGNAL_NAMES, Interrupted
 from rosprompt_cli.readers import open_source, require_columns
 from rosprompt_cli.labels import LabelSet
@@ -189,7 +189,7 @@ class FileRun:
         store = request.store_path()
         self.store = SeenStore(store, self.target) if store is not None and self.target is not None else None
         self.sink = RejectSink()
-        self.report: InputReport | None = None
+        self.findings: InputFindings | None = None
         self.summary = RunSummary(input=self.source.display, output=request.out if self.target else STDOUT_NAME)
         self.centres_file = SavedCentres(self.target)
 
@@ -207,7 +207,7 @@ class FileRun:
             self._lock.release()
         self._rejects_lock.release()
 
-    def prepare(self) -> InputReport:
+    def prepare(self) -> InputFindings:
         """Lock the output, check it can be written, and check every input row."""
         if self.target is not None:
             assert self._lock is not None
@@ -222,17 +222,17 @@ class FileRun:
             self._rejects_lock.acquire()
             self._rejects_stream = open(self._rejects_partial, "w", encoding="utf-8")
             self.sink = RejectSink(self._rejects_stream, self.rejects_path)
-            report = self.source.check(self.options.text_col, self.sink)
+            findings = self.source.check(self.options.text_col, self.sink)
             try:  # a full disk shows here, before any labelling, and not after the output is published
                 self._rejects_stream.flush()
                 os.fsync(self._rejects_stream.fileno())
             except OSError as exc:
                 raise write_failed(self.rejects_path, exc) from exc
         else:
-            report = self.source.check(self.options.text_col, FailOnReject(self.source.display, SKIP_ADVICE))
+            findings = self.source.check(self.options.text_col, FailOnReject(self.source.display, SKIP_ADVICE))
         if self.sink.count and self.rejects_path.exists() and not (self.request.force or self.request.resume):
             raise RosPromptError(f"{self.rejects_path}: rejects file exists; pass --force to overwrite it")
-        if report.columns or report.rows:
+        if findings.columns or findings.rows:
             wanted = {"--text-col": self.options.text_col}
             if self.options.adapt is not None and self.options.adapt.by is not None:
                 wanted["--adapt-by"] = self.options.adapt.by
@@ -242,11 +242,11 @@ class FileRun:
             OutputColumns(tuple(self.label_names), self.options).refuse_clash(self.source.display, columns)
             if self.source.schema is not None:
                 refuse_unwritable(self.source.display, self.out_fmt, self.source.schema)
-        self.report = report
-        self.summary.rows_read = report.rows + self.sink.count
+        self.findings = findings
+        self.summary.rows_read = findings.rows + self.sink.count
         self.summary.rejected = self.sink.count
         self.summary.rejected_by_reason = dict(self.sink.by_reason.most_common())
-        return report
+        return findings
 
     def fingerprint(self, scorer: Scorer, label_set: LabelSet) -> dict[str, str]:
         """resume.run_fingerprint of this run: its input, and every option that shapes its output."""
@@ -266,7 +266,7 @@ class FileRun:
         """Label the rows `prepare` checked. `on_rows(n)`: n more rows done (after every forward
         pass, the blank rows of each chunk, and the rows skipped as seen); `on_resumed(n)`: a
         resumed run starts after the n rows an earlier run did."""
-        assert self.report is not None, "prepare() first"
+        assert self.findings is not None, "prepare() first"
         if self.options.adapt is not None:
             refuse_adapt(scorer)
         summary = self.summary
@@ -320,7 +320,7 @@ class FileRun:
         interruption or a full disk, the partial output and its progress file for --resume
         (when a chunk was saved); after anything else, nothing."""
         summary = self.summary
-        assert self.report is not None
+        assert self.findings is not None
         label_vectors = scorer.label_vectors(label_set)  # once per label set, not per batch
         started = time.perf_counter()
         centres: Centres | None = None
@@ -375,7 +375,7 @@ class FileRun:
                 raise
             raise stop.with_message(
                 f"interrupted by {SIGNAL_NAMES.get(stop.signum, stop.signum)} after {summary.rows:,} of "
-                f"{self.report.rows:,} rows; nothing was published; run the same command with --resume to "
+                f"{self.findings.rows:,} rows; nothing was published; run the same command with --resume to "
                 f"continue"
             ) from None
         except WriteFailed as failure:  # a full disk or quota: keep what was saved, for --resume

@@ -101,7 +101,7 @@ class FailOnReject(RejectSink):
 
 
 @dataclass
-class InputReport:
+class InputFindings:
     """What the pre-pass found."""
 
     columns: list[str]
@@ -317,23 +317,23 @@ def csv_header(records: Iterator[CsvRecord], display: str) -> list[str] | None:
 def check_csv(
     path: Path, display: str, separator: str, text_col: str, sink: RejectSink,
     unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE, key_col: str | None = None,
-) -> InputReport:
+) -> InputFindings:
     records = csv_records(path, separator, unclosed_quote, display)
     header = csv_header(records, display)
     if header is None:
-        return InputReport(columns=[], has_text_column=False)
-    report = InputReport(columns=header, has_text_column=text_col in header)
-    text_at = header.index(text_col) if report.has_text_column else -1
+        return InputFindings(columns=[], has_text_column=False)
+    findings = InputFindings(columns=header, has_text_column=text_col in header)
+    text_at = header.index(text_col) if findings.has_text_column else -1
     key_at = column_at(header, key_col)
     for record in records:
         problem = csv_problem(record, header, key_at)
         if problem is not None:
             sink.add(problem)
             continue
-        report.rows += 1
+        findings.rows += 1
         if text_at >= 0 and not record.fields[text_at].strip():
-            report.note_empty(record.line)
-    return report
+            findings.note_empty(record.line)
+    return findings
 
 
 def column_at(header: list[str], name: str | None) -> int:
@@ -477,12 +477,12 @@ class _NumberColumns:
 
 
 def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | None,
-                display: str | None = None, key_col: str | None = None) -> tuple[InputReport, bool]:
-    """Check every line; good lines are copied to `clean` (when given). Returns the report and
+                display: str | None = None, key_col: str | None = None) -> tuple[InputFindings, bool]:
+    """Check every line; good lines are copied to `clean` (when given). Returns the findings and
     whether the file needs the cleaned copy (a BOM or a rejected line)."""
     columns: dict[str, None] = {}
     kinds: dict[str, str] = {}
-    report = InputReport(columns=[])
+    findings = InputFindings(columns=[])
     needs_clean = False
     numbers = _NumberColumns(display or str(path))
     with open(path, "rb") as fh:
@@ -505,11 +505,11 @@ def check_jsonl(path: Path, text_col: str, sink: RejectSink, clean: IO[bytes] | 
                 continue
             assert value is not None
             numbers.add(line_no, value)
-            report.rows += 1
+            findings.rows += 1
             if _is_empty_text(value.get(text_col)):
-                report.note_empty(line_no)
+                findings.note_empty(line_no)
             if clean is not None:
                 clean.write(raw if raw.endswith(b"\n") else raw + b"\n")
-    report.columns = list(columns)
-    report.has_text_column = text_col in columns
-    return report, needs_clean
+    findings.columns = list(columns)
+    findings.has_text_column = text_col in columns
+    return findings, needs_clean

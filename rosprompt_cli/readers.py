@@ -25,7 +25,7 @@ from rosprompt_cli.input_check import (
     FAIL_ON_UNCLOSED_QUOTE,
     SHOWN_LINES,
     FailOnReject,
-    InputReport,
+    InputFindings,
     Reject,
     RejectSink,
     check_csv,
@@ -59,7 +59,7 @@ class TableSource:
     fmt: str
     _spool_dir: Path | None = field(default=None, repr=False)
     unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE  # CSV: what a quote never closed does (input_check.csv_records)
-    report: InputReport | None = field(default=None, repr=False)
+    findings: InputFindings | None = field(default=None, repr=False)
     _data_path: Path | None = field(default=None, repr=False)  # JSONL without its bad lines
     _schema: pl.Schema | None = field(default=None, repr=False)
     _text_as_bytes: str | None = field(default=None, repr=False)  # Parquet: a text column of UTF-8 bytes, decoded
@@ -83,25 +83,25 @@ class TableSource:
     def _cannot_read(self, exc: BaseException) -> RosPromptError:
         return RosPromptError(f"{self.display}: cannot read as {self.fmt} ({_first_line(exc)})")
 
-    def check(self, text_col: str | None = None, sink: RejectSink | None = None) -> InputReport:
+    def check(self, text_col: str | None = None, sink: RejectSink | None = None) -> InputFindings:
         """Find the columns, the usable rows and the rows with empty text; every unusable row
         goes to `sink` (default: fail on the first one)."""
         sink = sink if sink is not None else FailOnReject(self.display)
         text = text_col or ""
         if self.fmt in DELIMITED:
-            self.report = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote,
+            self.findings = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote,
                                     self.key_col)
             if self.separator != separator(self.fmt):
-                self.report.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
+                self.findings.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
                                          f"has no {separator(self.fmt)!r})")
         elif self.fmt == "jsonl":
-            self.report = self._check_jsonl(text, sink)
+            self.findings = self._check_jsonl(text, sink)
         else:
-            self.report = self._check_parquet(text, sink)
-        return self.report
+            self.findings = self._check_parquet(text, sink)
+        return self.findings
 
-    def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputReport:
-        report, needs_clean = check_jsonl(self.path, text_col, sink, None, self.display, self.key_col)
+    def _check_jsonl(self, text_col: str, sink: RejectSink) -> InputFindings:
+        findings, needs_clean = check_jsonl(self.path, text_col, sink, None, self.display, self.key_col)
         if needs_clean:  # rare: a second pass writes the good lines where polars can read them
             if self._spool_dir is None:
                 self._spool_dir = Path(tempfile.mkdtemp(prefix="rosprompt-input-"))
@@ -111,14 +111,14 @@ class TableSource:
                     check_jsonl(self.path, text_col, RejectSink(), clean, self.display, self.key_col)
             except OSError as exc:
                 raise _no_room_for_copy(self.display, self._spool_dir, exc) from exc
-        if report.rows:
+        if findings.rows:
             try:
                 self._schema = self._scan().collect_schema()
             except Exception as exc:
                 raise self._cannot_read(exc) from exc
-        return report
+        return findings
 
-    def _check_parquet(self, text_col: str, sink: RejectSink) -> InputReport:
+    def _check_parquet(self, text_col: str, sink: RejectSink) -> InputFindings:
         with open(self.path, "rb") as fh:
             head = fh.read(4)
             fh.seek(0, os.SEEK_END)
@@ -133,13 +133,13 @@ class TableSource:
         try:
             scan = pl.scan_parquet(self.path)
             self._schema = scan.collect_schema()
-            report = InputReport(columns=self._schema.names(), rows=scan.select(pl.len()).collect().item())
-            report.has_text_column = text_col in report.columns
+            findings = InputFindings(columns=self._schema.names(), rows=scan.select(pl.len()).collect().item())
+            findings.has_text_column = text_col in findings.columns
             # Every check reads the file as it is, so that a row is named by its place in the file
             # and set aside once (for its first problem, text before key), whatever else is wrong.
             rejects: list[Reject] = []
             decoded: pl.Expr | None = None
-            if report.has_text_column:
+            if findings.has_text_column:
                 kind = self._schema[text_col]
                 if kind.is_nested():
                     raise RosPromptError(
@@ -149,7 +149,7 @@ class TableSource:
                 if kind == pl.Binary:  # as some writers store UTF-8 text
                     rejects = self._undecodable_rows(scan, text_col)
                     decoded = pl.col(text_col).cast(pl.String)
-            if self.key_col and self.key_col in report.columns:
+            if self.key_col and self.key_col in findings.columns:
                 rejects += self._keyless_rows(scan, self.key_col, {reject.line for reject in rejects})
             rejects.sort(key=lambda reject: reject.line)
             for reject in rejects:
@@ -160,14 +160,14 @@ class TableSource:
             kept = scan.with_row_index(ROW_INDEX).filter(~pl.col(ROW_INDEX).is_in(set_aside))
             if decoded is not None:
                 kept = kept.with_columns(decoded)
-            if report.has_text_column:
+            if findings.has_text_column:
                 empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
                 hits = kept.filter(empty).select(pl.col(ROW_INDEX) + 1).collect().get_column(ROW_INDEX)
-                report.empty_text = hits.len()
-                report.empty_text_lines = hits.head(SHOWN_LINES).to_list()
+                findings.empty_text = hits.len()
+                findings.empty_text_lines = hits.head(SHOWN_LINES).to_list()
             if set_aside:
                 self._clean_copy(kept.drop(ROW_INDEX))
-                report.rows -= len(set_aside)
+                findings.rows -= len(set_aside)
             elif decoded is not None:
                 self._text_as_bytes = text_col
             if decoded is not None:
@@ -176,7 +176,7 @@ class TableSource:
             raise
         except Exception as exc:
             raise self._cannot_read(exc) from exc
-        return report
+        return findings
 
     def _keyless_rows(self, scan: pl.LazyFrame, key_col: str, set_aside: set[int]) -> list[Reject]:
         """--new-only-by on Parquet: the rows whose key is null or blank (but those at the 1-based
@@ -232,7 +232,7 @@ class TableSource:
         return scan
 
     def columns(self) -> list[str]:
-        return (self.report or self.check()).columns
+        return (self.findings or self.check()).columns
 
     @property
     def schema(self) -> pl.Schema | None:
@@ -247,10 +247,10 @@ class TableSource:
     def iter_batches(self, rows: int, start: int = 0) -> Iterator[pl.DataFrame]:
         """Usable rows from the `start`-th on. A table with columns but no rows yields one empty
         frame, so that the output still gets its header."""
-        report = self.report or self.check()
-        if not report.columns:
+        findings = self.findings or self.check()
+        if not findings.columns:
             return
-        if report.rows == 0 or start >= report.rows:
+        if findings.rows == 0 or start >= findings.rows:
             if start == 0:
                 yield self._empty_frame()
             return
@@ -373,7 +373,7 @@ def open_source(path: str, fmt: str | None = None, unclosed_quote: str = FAIL_ON
 def require_columns(source: TableSource, wanted: dict[str, str]) -> list[str]:
     """Check that each option's column exists; the message lists the columns that do."""
     columns = source.columns()
-    if not columns and not (source.report and source.report.rows):  # rows of `{}` have no columns
+    if not columns and not (source.findings and source.findings.rows):  # rows of `{}` have no columns
         raise RosPromptError(f"{source.display}: the file is empty (no header, no rows)")
     check_columns(source.display, columns, wanted)
     return columns
