@@ -39,3 +39,38 @@ def test_every_option_has_help_and_default(cli, command):
             with_value_default += 1
     # Typer renders each of those defaults as "[default: ...]".
     assert out.count("[default:") == with_value_default
+
+
+def test_the_scorer_options_are_declared_once_for_the_three_commands():
+    """--model, --device, --dtype … --word-pieces are declared once (commands.common.ScorerOptions,
+    its defaults ScorerSpec's) and put in each command's signature: the same help and default in
+    label and eval, and the part train takes (it trains in float32 on torch) in train."""
+    import dataclasses
+    from pathlib import Path
+
+    from rosprompt_cli.commands import common
+    from rosprompt_cli.spec import ScorerSpec
+
+    flags = {"model": "--model", "device": "--device", "dtype": "--dtype", "quantize": "--quantize",
+             "runtime": "--runtime", "threads": "--threads", "verbalizer": "--verbalizer",
+             "mlm_template": "--mlm-template", "neighbours": "--neighbours", "aggregate": "--aggregate",
+             "word_pieces": "--word-pieces"}
+    assert [f.name for f in dataclasses.fields(common.ScorerOptions)] == list(flags)
+    source = "".join(p.read_text(encoding="utf-8") for p in Path(common.__file__).parent.glob("*.py"))
+    for flag in flags.values():
+        assert source.count(f'"{flag}"') == 1, flag
+    commands = typer.main.get_command(app).commands
+    spec_defaults = {f.name: f.default for f in dataclasses.fields(ScorerSpec)}
+    expected = {"label": list(flags), "eval": list(flags), "train": list(common.TRAINING_SCORER_OPTIONS)}
+    seen: dict[str, tuple] = {}
+    for command, names in expected.items():
+        params = {p.name: p for p in commands[command].params}
+        for name, flag in flags.items():
+            assert (name in params) == (name in names), (command, flag)
+            if name in params:
+                param = params[name]
+                assert param.opts[0] == flag
+                if name in spec_defaults:
+                    assert param.default == spec_defaults[name], (command, flag)
+                assert seen.setdefault(flag, (param.help, param.default)) == (param.help, param.default), (command, flag)
+    assert "scorer_options" not in {p.name for c in commands.values() for p in c.params}

@@ -4,9 +4,13 @@ small amount of terminal output code (rendering the library's events)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import sys
 import time
-from typing import Annotated, Any
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,13 +22,15 @@ from rosprompt_cli.spec import ScorerSpec
 from rosprompt_cli.verbalizers import MlmOverrides
 from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
 
-# The defaults of the scorer options every command shares: the library's, stated once in ScorerSpec.
-SCORER_DEFAULTS = ScorerSpec()
 
 
 def field_defaults(cls: type) -> dict[str, Any]:
     """The plain defaults of a library dataclass, by field: a command's defaults come from there."""
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+# The defaults of the scorer options every command shares: the library's, stated once in ScorerSpec.
+_SPEC = field_defaults(ScorerSpec)
 
 _CPU, _CUDA = DEFAULT_BATCHING["cpu"], DEFAULT_BATCHING["cuda"]  # the defaults the help states
 
@@ -207,18 +213,67 @@ def adapt_options(adapt: bool, by: str | None, sample_rows: int) -> AdaptOptions
     return AdaptOptions(by=by, sample_rows=sample_rows) if adapt or by else None
 
 
-def mlm_overrides(template: str | None, neighbours: int | None, aggregate: str | None,
-                  word_pieces: str | None) -> MlmOverrides:
-    return MlmOverrides(template=template, neighbours=neighbours, aggregate=aggregate, word_pieces=word_pieces)
+@dataclasses.dataclass(frozen=True)
+class ScorerOptions:
+    """The scorer options of a command line, declared here once for the three commands:
+    `with_scorer_options` puts them in a command's signature, where the command has a parameter
+    `scorer_options`, and hands the values over as one of these."""
+
+    model: Model = _SPEC["model"]
+    device: Device = _SPEC["device"]
+    dtype: Dtype = _SPEC["dtype"]
+    quantize: Quantize = _SPEC["quantize"]
+    runtime: Runtime = _SPEC["runtime"]
+    threads: Threads = _SPEC["threads"]
+    verbalizer: Verbalizer = _SPEC["verbalizer"]
+    mlm_template: MlmTemplate = None
+    neighbours: Neighbours = None
+    aggregate: Aggregate = None
+    word_pieces: WordPieces = None
+
+    def mlm(self) -> MlmOverrides:
+        """The MLM options given (checked now)."""
+        return MlmOverrides(template=self.mlm_template, neighbours=self.neighbours, aggregate=self.aggregate,
+                            word_pieces=self.word_pieces)
+
+    def spec(self, prompt: str | None, no_prompt: bool, max_length: int | None) -> ScorerSpec:
+        """The scorer these options describe with the command's prompt choice (checked now, before
+        any model is loaded)."""
+        return ScorerSpec(model=self.model, prompt=prompt, use_prompt=not no_prompt, verbalizer=self.verbalizer,
+                          mlm=self.mlm(), device=self.device, dtype=self.dtype, quantize=self.quantize,
+                          max_length=max_length, runtime=self.runtime, threads=self.threads)
 
 
-def scorer_spec(model: str | None, prompt: str | None, no_prompt: bool, verbalizer: str, mlm: MlmOverrides,
-                device: str, dtype: str, quantize: str, max_length: int | None, runtime: str,
-                threads: int | None) -> ScorerSpec:
-    """The scorer the options describe (checked now, before any model is loaded)."""
-    return ScorerSpec(model=model, prompt=prompt, use_prompt=not no_prompt, verbalizer=verbalizer, mlm=mlm,
-                      device=device, dtype=dtype, quantize=quantize, max_length=max_length, runtime=runtime,
-                      threads=threads)
+# What `train` takes of them: it trains in float32 on torch, on the threads torch chooses.
+TRAINING_SCORER_OPTIONS = ("model", "device", "verbalizer", "mlm_template", "neighbours", "aggregate", "word_pieces")
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def with_scorer_options(names: tuple[str, ...] | None = None) -> Callable[[_Command], _Command]:
+    """Put the scorer options (`names` of them; None: all) in the command's signature in place of
+    its `scorer_options` parameter, which then receives them as a ScorerOptions. Typer reads the
+    signature, so each option is declared once, in ScorerOptions, for every command."""
+    chosen = [f for f in dataclasses.fields(ScorerOptions) if names is None or f.name in names]
+    hints = typing.get_type_hints(ScorerOptions, include_extras=True)
+    block = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
+             for f in chosen]
+
+    def decorate(command: _Command) -> _Command:
+        own = inspect.signature(command, eval_str=True)
+        parameters: list[inspect.Parameter] = []
+        for parameter in own.parameters.values():
+            parameters += block if parameter.name == "scorer_options" else [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+
+        @functools.wraps(command)
+        def with_options(**kwargs: Any) -> Any:
+            given = {f.name: kwargs.pop(f.name) for f in chosen}
+            return command(**kwargs, scorer_options=ScorerOptions(**given))
+
+        with_options.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        with_options.__annotations__ = {p.name: p.annotation for p in parameters}
+        return typing.cast(_Command, with_options)
+
+    return decorate
 
 
 def scorer_source(ctx: typer.Context) -> Any:

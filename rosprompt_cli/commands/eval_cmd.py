@@ -74,6 +74,7 @@ def _calibrate_to(calibrate: bool, out_prompt: str | None) -> str | None:
     return out_prompt if calibrate else None
 
 
+@common.with_scorer_options()
 def evaluate(
     ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Labelled input: file, datasets folder, or hf:NAME[:split].", show_default=False)],
@@ -116,28 +117,16 @@ def evaluate(
     adapt_sample: common.AdaptSample = SAMPLE_ROWS,
     fmt: common.Format = None,
     split: common.Split = None,
-    model: common.Model = None,
-    device: common.Device = common.SCORER_DEFAULTS.device,
     batch_size: common.ScoreBatchSize = None,
     max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
-    dtype: common.Dtype = common.SCORER_DEFAULTS.dtype,
-    quantize: common.Quantize = common.SCORER_DEFAULTS.quantize,
-    runtime: common.Runtime = common.SCORER_DEFAULTS.runtime,
-    threads: common.Threads = None,
-    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
-    mlm_template: common.MlmTemplate = None,
-    neighbours: common.Neighbours = None,
-    aggregate: common.Aggregate = None,
-    word_pieces: common.WordPieces = None,
+    scorer_options: common.ScorerOptions = common.ScorerOptions(),  # --model … --word-pieces (common.py)
     progress_every: common.ProgressEvery = None,
 ) -> None:
     job = EvalJob(
         input=input, text_col=text_col, label_col=label_col, lang_col=lang_col,
         labels=resolve_label_set(labels, labels_file) if labels or labels_file else None,
-        scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
-                                  common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
-                                  device, dtype, quantize, max_length, runtime, threads),
+        scorer=scorer_options.spec(prompt, no_prompt, max_length),
         lexicon=lexicon, batch_size=batch_size, max_batch_tokens=max_batch_tokens, fmt=fmt, split=split, output=output, report=report,
         command=shlex.join(["rosprompt", *sys.argv[1:]]),
         adapt=common.adapt_options(adapt, adapt_by, adapt_sample),

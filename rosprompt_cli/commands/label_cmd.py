@@ -29,6 +29,7 @@ HELP = (
 )
 
 
+@common.with_scorer_options()
 def label(
     ctx: typer.Context,
     input: Annotated[str, typer.Argument(help="Input file, - for stdin, or a folder or quoted glob of files (one format).", show_default=False)],
@@ -130,20 +131,10 @@ def label(
         typer.Option("--summary", help="Write a JSON run summary here (rows read, labelled, rejected by reason, time, throughput, label counts, model, prompt, versions), also when the run fails. Default: none.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output (and rejects) file.")] = False,
-    model: common.Model = None,
-    device: common.Device = common.SCORER_DEFAULTS.device,
     batch_size: common.ScoreBatchSize = None,
     max_batch_tokens: common.MaxBatchTokens = None,
     max_length: common.MaxLength = None,
-    dtype: common.Dtype = common.SCORER_DEFAULTS.dtype,
-    quantize: common.Quantize = common.SCORER_DEFAULTS.quantize,
-    runtime: common.Runtime = common.SCORER_DEFAULTS.runtime,
-    threads: common.Threads = None,
-    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
-    mlm_template: common.MlmTemplate = None,
-    neighbours: common.Neighbours = None,
-    aggregate: common.Aggregate = None,
-    word_pieces: common.WordPieces = None,
+    scorer_options: common.ScorerOptions = common.ScorerOptions(),  # --model … --word-pieces (common.py)
     engine: Annotated[
         str,
         typer.Option(
@@ -177,9 +168,7 @@ def label(
             input=input,
             labels=resolve_label_set(labels, labels_file),
             out=out,
-            scorer=common.scorer_spec(model, prompt, no_prompt, verbalizer,
-                                      common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces),
-                                      device, dtype, quantize, max_length, runtime, threads),
+            scorer=scorer_options.spec(prompt, no_prompt, max_length),
             options=LabelOptions(text_col=text_col, batch_size=batch_size, max_batch_tokens=max_batch_tokens, top_k=top_k, multi_label=multi_label,
                                  threshold=threshold, min_score=min_score, all_scores=all_scores, label_col=out_label_col,
                                  score_col=out_score_col, adapt=common.adapt_options(adapt, adapt_by, adapt_sample)),

@@ -20,6 +20,7 @@ HELP = (
 _DEFAULTS = ROSPROMPT_DEFAULTS
 
 
+@common.with_scorer_options(common.TRAINING_SCORER_OPTIONS)
 def train(
     input: Annotated[str, typer.Argument(help="Labelled training data.", show_default=False)],
     out: Annotated[str, typer.Option("--out", "-o", help="Where to save the prompt (.safetensors).", show_default=False)],
@@ -65,25 +66,19 @@ def train(
     fmt: common.Format = None,
     split: common.Split = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing prompt file.")] = False,
-    model: common.Model = None,
-    device: common.Device = common.SCORER_DEFAULTS.device,
-    verbalizer: common.Verbalizer = common.SCORER_DEFAULTS.verbalizer,
-    mlm_template: common.MlmTemplate = None,
-    neighbours: common.Neighbours = None,
-    aggregate: common.Aggregate = None,
-    word_pieces: common.WordPieces = None,
+    scorer_options: common.ScorerOptions = common.ScorerOptions(),  # --model, --device, --verbalizer, MLM (common.py)
     progress_every: common.ProgressEvery = None,
 ) -> None:
-    mlm = common.mlm_overrides(mlm_template, neighbours, aggregate, word_pieces)
+    mlm = scorer_options.mlm()
     config = TrainConfig(
         prompt_length=prompt_len, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         max_length=max_length, label_template=label_template, language_keep=language_keep,
         smoothing=smoothing, penalty=penalty, penalty_weight=penalty_weight,
-        negative_max_similarity=negative_max_similarity, verbalizer=verbalizer,
+        negative_max_similarity=negative_max_similarity, verbalizer=scorer_options.verbalizer,
     )
     job = TrainJob(
         input=input, out=out, config=config, text_col=text_col, label_col=label_col,
         labels=load_label_file(labels_file) if labels_file else None, shots=shots, dev=dev, fmt=fmt, split=split,
-        force=force, model=model, device=device, lexicon=lexicon, negatives=negatives, mlm=mlm,
+        force=force, model=scorer_options.model, device=scorer_options.device, lexicon=lexicon, negatives=negatives, mlm=mlm,
     )
     run_train(job, common.Renderer(progress_every))
