@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["EvalJob", "EvalResult", "evaluate", "predict", "run_eval"], "evaluation"),
     **dict.fromkeys(["Event", "Notice", "RowsDone", "RowsFinished", "RowsStarted"], "events"),
     **dict.fromkeys(["LabelledData", "load_labelled"], "examples"),
-    **dict.fromkeys(["FileRun", "RunRequest"], "file_run"),
+    **dict.fromkeys(["FileOptions", "FileRun", "RunRequest"], "file_run"),
     **dict.fromkeys(["LabelOptions", "label_frames"], "frames"),
     **dict.fromkeys(["open_source"], "readers"),
     **dict.fromkeys(["LabelJob", "LabelResult", "run_label"], "job"),
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from rosprompt_cli.evaluation import EvalJob, EvalResult, evaluate, predict, run_eval
     from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStarted
     from rosprompt_cli.examples import LabelledData, load_labelled
-    from rosprompt_cli.file_run import FileRun, RunRequest
+    from rosprompt_cli.file_run import FileOptions, FileRun, RunRequest
     from rosprompt_cli.frames import LabelOptions, label_frames
     from rosprompt_cli.readers import open_source
     from rosprompt_cli.job import LabelJob, LabelResult, run_label

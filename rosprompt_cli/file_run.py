@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import polars as pl
@@ -60,30 +60,45 @@ STDOUT_REJECTS = "rosprompt-rejects.jsonl"
 DEFAULT_CHUNK_ROWS = 2048
 
 
-@dataclass
-class RunRequest:
-    """Where a `label` run reads and writes, and how it treats bad rows."""
+@dataclass(frozen=True, kw_only=True)
+class FileOptions:
+    """How a label run reads its input and writes its output: stated once, for the whole run
+    (job.LabelJob) and for the run of one file (RunRequest), which both take these fields
+    (keyword-only) from here."""
 
-    input: str
-    out: str = STDIO
     fmt: str | None = None
     out_format: str | None = None
-    on_error: str = "skip"
     unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
-    rejects: str | None = None
     force: bool = False
     resume: bool = False
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
     new_only_by: str | None = None  # the key column: label only the items no earlier run labelled
     seen_store: str | None = None  # where the keys are kept; default: seen.default_store(out)
 
+    def check_file_options(self, out: str) -> None:
+        check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
+        check_new_only_by(self.new_only_by, self.seen_store, out)
+
+    def file_options(self) -> dict[str, object]:
+        """These fields by name, to hand on to a RunRequest."""
+        return {f.name: getattr(self, f.name) for f in fields(FileOptions)}
+
+
+@dataclass(frozen=True)
+class RunRequest(FileOptions):
+    """Where one file's `label` run reads and writes, and how it treats bad rows."""
+
+    input: str
+    out: str = STDIO
+    on_error: str = "skip"
+    rejects: str | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+
     def __post_init__(self) -> None:
         check_choice("--on-error", self.on_error, ON_ERROR)
-        check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
+        self.check_file_options(self.out)
         check_chunk_rows(self.chunk_rows)
         if self.resume and self.out == STDIO:
             raise RosPromptError("--resume needs --out FILE: output sent to stdout cannot be continued")
-        check_new_only_by(self.new_only_by, self.seen_store, self.out)
 
     def store_path(self) -> Path | None:
         """The seen store of a --new-only-by run."""

@@ -27,16 +27,16 @@ from rosprompt_cli.events import OnEvent, RowsDone, RowsFinished, RowsStarted, i
 from rosprompt_cli.file_run import (
     DEFAULT_CHUNK_ROWS,
     ON_ERROR,
+    FileOptions,
     FileRun,
     RunRequest,
     check_chunk_rows,
-    check_new_only_by,
     describe_rejects,
     run_files,
 )
 from rosprompt_cli.formats import STDIO, STDOUT_NAME
 from rosprompt_cli.frames import LabelOptions, OutputColumns
-from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE, UNCLOSED_QUOTE
+from rosprompt_cli.input_check import FAIL_ON_UNCLOSED_QUOTE
 from rosprompt_cli.paths import check_file_to_write, refuse_shared_paths
 from rosprompt_cli.interrupt import Interrupted
 from rosprompt_cli.labels import LabelSet
@@ -55,7 +55,7 @@ _STOPS = (Exception, Interrupted)
 
 
 @dataclass(frozen=True)
-class LabelJob:
+class LabelJob(FileOptions):
     """Everything one `rosprompt label` run needs; checked when made, before any work.
 
     on_error: 'skip' (bad rows to the rejects file) or 'fail'; None: skip, the local default
@@ -70,30 +70,23 @@ class LabelJob:
     scorer: ScorerSpec = field(default_factory=ScorerSpec)
     options: LabelOptions = field(default_factory=LabelOptions)
     lexicon: bool | None = None
-    fmt: str | None = None
-    out_format: str | None = None
     on_error: str | None = None
-    unclosed_quote: str = FAIL_ON_UNCLOSED_QUOTE
     rejects: str | None = None
-    resume: bool = False
-    force: bool = False
     chunk_rows: int | None = None
     summary: str | None = None
     engine: str = "local"
     cluster: RayRequest = field(default_factory=RayRequest)
-    new_only_by: str | None = None
-    seen_store: str | None = None
+    # and FileOptions' fields: fmt, out_format, unclosed_quote, force, resume, new_only_by, seen_store
 
     def __post_init__(self) -> None:
         check_choice("--engine", self.engine, ENGINES)
-        check_new_only_by(self.new_only_by, self.seen_store, self.out)
+        self.check_file_options(self.out)
         if self.engine == "local" and self.cluster.given():
             raise RosPromptError(f"{self.cluster.given()[0]} is an option of --engine ray")
         self.labels.require_choice("every row would get it, with score 1.0")
         OutputColumns(tuple(self.labels.names), self.options).refuse_duplicates()
         if self.on_error is not None:
             check_choice("--on-error", self.on_error, ON_ERROR)
-        check_choice("--unclosed-quote", self.unclosed_quote, UNCLOSED_QUOTE)
         if self.summary:
             check_file_to_write("--summary", self.summary, "the run's summary")
         # the label and prompt files are read by the run too: --out or --summary must not replace them
@@ -106,10 +99,8 @@ class LabelJob:
     def file_request(self, input: str, out: str, chunk_rows: int, rejects: str | None = None) -> RunRequest:
         """What the local engine's run of one file (this job's input, or one file of a folder
         input) takes from this job."""
-        return RunRequest(input=input, out=out, fmt=self.fmt, out_format=self.out_format,
-                          on_error=self.on_error or "skip", unclosed_quote=self.unclosed_quote, rejects=rejects,
-                          force=self.force, resume=self.resume, chunk_rows=chunk_rows, new_only_by=self.new_only_by,
-                          seen_store=self.seen_store)
+        return RunRequest(input=input, out=out, on_error=self.on_error or "skip", rejects=rejects, chunk_rows=chunk_rows,
+                          **self.file_options())
 
 
 def files_kept(labels_file: str | None, prompt: str | None, seen_store: str | None) -> dict[str, str | None]:
