@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.errors import RosPromptError, check_choice
@@ -24,23 +25,12 @@ from rosprompt_cli.verbalizers.mlm import MlmHead, MlmOptions, MlmOverrides, Mlm
 AUTO = "auto"
 
 
-def _embed_scorer(backbone: Backbone, prompt: SoftPrompt | None, max_length: int | None,
-                  mlm: MlmOverrides) -> Scorer:
-    mlm.refuse()
+def _embed_scorer(backbone: Backbone, prompt: SoftPrompt | None, options: None, max_length: int | None) -> Scorer:
     return EmbeddingScorer(backbone, prompt, max_length=max_length)
 
 
-def _mlm_scorer(backbone: Backbone, prompt: SoftPrompt | None, max_length: int | None,
-                mlm: MlmOverrides) -> Scorer:
-    return MlmScorer(backbone, prompt, MlmOptions.from_prompt(prompt).with_overrides(mlm), max_length=max_length)
-
-
-def _no_mlm_options(mlm: MlmOverrides) -> None:
-    mlm.refuse()
-
-
-def _takes_mlm_options(mlm: MlmOverrides) -> None:
-    pass
+def _mlm_scorer(backbone: Backbone, prompt: SoftPrompt | None, options: MlmOptions, max_length: int | None) -> Scorer:
+    return MlmScorer(backbone, prompt, options, max_length=max_length)
 
 
 def _embed_prompt_fields(config: HeadConfig) -> dict:
@@ -53,28 +43,35 @@ def _mlm_prompt_fields(config: HeadConfig) -> dict:
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """One registry entry: its scorer class and how to build one from the options given, its
-    training head, which backbones it needs (`require` raises the one-line refusal) or suits
-    (`suits`: the auto choice), which of the MLM options it takes (`check_options` refuses the
-    others in one line), and what a prompt trained with it stores (`prompt_fields`: PromptMeta's
+    """One registry entry: its scorer class and how to build one, its options class (None: it
+    takes no options, and an option given is refused in one line), its training head, which
+    backbones it needs (`require` raises the one-line refusal) or suits (`suits`: the auto
+    choice), and what a prompt trained with it stores (`prompt_fields`: PromptMeta's
     verbalizer_options and temperature, from the training config). Whether it can centre text
     vectors (--adapt) is its scorer class's `centres_text_vectors`."""
 
     scorer_class: type[ScorerBase]
-    scorer: Callable[[Backbone, SoftPrompt | None, int | None, MlmOverrides], Scorer]
+    scorer: Callable[[Backbone, SoftPrompt | None, Any, int | None], Scorer]  # the options: an `options` instance
+    options: type[MlmOptions] | None
     head: type[TrainingHead]
     suits: Callable[[Backbone], bool]
     require: Callable[[Backbone], None]
-    check_options: Callable[[MlmOverrides], None]
     prompt_fields: Callable[[HeadConfig], dict]
+
+    def resolve_options(self, prompt: SoftPrompt | None, given: MlmOverrides) -> MlmOptions | None:
+        """The options a scorer runs with: the prompt's, with every option given in their place."""
+        if self.options is None:
+            given.refuse()
+            return None
+        return self.options.from_prompt(prompt).with_overrides(given)
 
 
 # In order of preference for --verbalizer auto: the first that suits the backbone is chosen.
 REGISTRY: dict[str, Verbalizer] = {
-    MlmScorer.verbalizer: Verbalizer(MlmScorer, _mlm_scorer, MlmHead, lambda b: b.mlm_head is not None,
-                                     require_mlm_head, _takes_mlm_options, _mlm_prompt_fields),
-    EmbeddingScorer.verbalizer: Verbalizer(EmbeddingScorer, _embed_scorer, EmbedHead, lambda b: True, lambda b: None,
-                                           _no_mlm_options, _embed_prompt_fields),
+    MlmScorer.verbalizer: Verbalizer(MlmScorer, _mlm_scorer, MlmOptions, MlmHead, lambda b: b.mlm_head is not None,
+                                     require_mlm_head, _mlm_prompt_fields),
+    EmbeddingScorer.verbalizer: Verbalizer(EmbeddingScorer, _embed_scorer, None, EmbedHead, lambda b: True,
+                                           lambda b: None, _embed_prompt_fields),
 }
 CHOICES = (AUTO, *REGISTRY)
 
@@ -82,7 +79,7 @@ CHOICES = (AUTO, *REGISTRY)
 def check_verbalizer_options(verbalizer: str, mlm: MlmOverrides) -> None:
     """Refuse options the chosen verbalizer does not take (`auto`: decided once it is chosen)."""
     if verbalizer in REGISTRY:
-        REGISTRY[verbalizer].check_options(mlm)
+        REGISTRY[verbalizer].resolve_options(None, mlm)
 
 
 def prompt_fields(verbalizer: str, config: HeadConfig) -> dict:
@@ -120,8 +117,8 @@ def make_scorer(
 ) -> Scorer:
     """A scorer for `backbone` with the chosen verbalizer; `mlm`: MLM options given by the user
     (None: the prompt's, else the defaults)."""
-    chosen = choose_verbalizer(verbalizer, backbone, prompt)
-    return REGISTRY[chosen].scorer(backbone, prompt, max_length, mlm or MlmOverrides())
+    entry = REGISTRY[choose_verbalizer(verbalizer, backbone, prompt)]
+    return entry.scorer(backbone, prompt, entry.resolve_options(prompt, mlm or MlmOverrides()), max_length)
 
 
 def training_head(verbalizer: str, backbone: Backbone, config: HeadConfig, pool: NamePool) -> TrainingHead:
