@@ -107,7 +107,7 @@ def padding_share(model_dir: Path, texts: list[str], chunk_rows: int) -> dict[st
     length-bucketed batches at the CPU and the CUDA defaults: what padding-free attention could
     save at most."""
     from rosprompt_cli.spec import ScorerSpec, build_scorer
-    from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
+    from rosprompt_cli.batching import DEFAULT_BATCHING
 
     scorer = build_scorer(ScorerSpec(model=str(model_dir), use_prompt=False, runtime="torch"))
     shares = {}

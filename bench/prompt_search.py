@@ -39,7 +39,8 @@ from rosprompt_cli.adapt import AdaptOptions, estimate_centres  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
 from rosprompt_cli.prompt import SoftPrompt  # noqa: E402
 from rosprompt_cli.penalties import Step  # noqa: E402
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, _trim, fit, initial_prompt, package, prepare  # noqa: E402
+from rosprompt_cli.training import _trim, fit, initial_prompt, package, prepare  # noqa: E402
+from rosprompt_cli.training_config import ROSPROMPT_DEFAULTS, TrainConfig  # noqa: E402
 from rosprompt_cli.verbalizers import make_scorer  # noqa: E402
 from provenance import source_commit  # noqa: E402
 

@@ -6,6 +6,8 @@ Interleaved runs of, each a fresh process on a warm cache (converted model, ONNX
   floor          `python -c "import torch"`: the interpreter and torch, which every run pays;
   onnx (auto)    `rosprompt label one.csv --labels sports,politics` (ONNX Runtime on a CPU);
   torch          the same with --runtime torch;
+  --help         `rosprompt label --help`;
+  refused        the label line with --top-k 0, refused (exit 1) before any model is needed;
 and with --compare-ref, the same two `label` lines on the code of git REF (checked out in a
 temporary worktree), so that a change to the start-up is measured against its baseline in the
 same run. Times are the best of --repeats, peak resident memory the largest; ratios compare runs
@@ -29,15 +31,15 @@ REPO = Path(__file__).resolve().parents[1]
 ROW = "text\nThe home side scored twice in the last ten minutes to win the cup final.\n"
 
 
-def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, float]:
+def timed(command: list[str], cwd: Path, log: Path, exit_code: int = 0) -> tuple[float, float]:
     """Seconds and peak resident MiB of one run of `command` (a child of its own, so wait4's
-    usage is its alone)."""
+    usage is its alone), which must end with `exit_code`."""
     started = time.perf_counter()
     with open(log, "wb") as err:
         proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if os.waitstatus_to_exitcode(status) != exit_code:
         sys.exit(f"{' '.join(command)} failed:\n{log.read_text(errors='replace')}")
     return seconds, usage.ru_maxrss / 1024
 
@@ -60,19 +62,21 @@ def main() -> None:
                            check=True, capture_output=True)
             trees[args.compare_ref] = worktree
         # `python -m` from a tree's root imports that tree's rosprompt_cli before the installed one
-        settings: dict[str, tuple[list[str], Path]] = {"floor: python -c 'import torch'": (
-            [sys.executable, "-c", "import torch"], tmp)}
+        settings: dict[str, tuple[list[str], Path, int]] = {"floor: python -c 'import torch'": (
+            [sys.executable, "-c", "import torch"], tmp, 0)}
         for tree, root in trees.items():
-            settings[f"onnx (auto), {tree}"] = (label, root)
-            settings[f"torch, {tree}"] = (label + ["--runtime", "torch"], root)
+            settings[f"onnx (auto), {tree}"] = (label, root, 0)
+            settings[f"torch, {tree}"] = (label + ["--runtime", "torch"], root, 0)
+            settings[f"label --help, {tree}"] = ([sys.executable, "-m", "rosprompt_cli", "label", "--help"], root, 0)
+            settings[f"refused (--top-k 0), {tree}"] = (label + ["--top-k", "0"], root, 1)
         try:
-            for command, cwd in settings.values():
-                timed(command, cwd, tmp / "stderr.txt")  # warm the cache and the page cache
+            for command, cwd, code in settings.values():
+                timed(command, cwd, tmp / "stderr.txt", code)  # warm the cache and the page cache
             times: dict[str, list[float]] = {name: [] for name in settings}
             peak: dict[str, float] = {}
             for _ in range(args.repeats):
-                for name, (command, cwd) in settings.items():
-                    seconds, rss = timed(command, cwd, tmp / "stderr.txt")
+                for name, (command, cwd, code) in settings.items():
+                    seconds, rss = timed(command, cwd, tmp / "stderr.txt", code)
                     times[name].append(seconds)
                     peak[name] = max(peak.get(name, 0.0), rss)
         finally:
@@ -89,7 +93,7 @@ def main() -> None:
                                 "peak_rss_mib": peak[name]} for name in settings}}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    lines = ["# Start-up of `rosprompt label` (one row, warm cache)", "",
+    lines = ["# Start-up of `rosprompt label` (one row, warm cache), its --help and a refused run", "",
              f"`{data['command']}` on commit `{data['commit']}`; {data['machine']}. Best of {args.repeats} "
              "interleaved runs, each a fresh process.", "",
              "| setting | seconds | vs torch (this tree) | peak RSS MiB |", "| --- | ---: | ---: | ---: |"]

@@ -24,7 +24,8 @@ import quality as Q  # noqa: E402  (the benchmark's data loading and scoring)
 
 from rosprompt_cli import load_backbone  # noqa: E402
 from rosprompt_cli.lexicon import names_by_language  # noqa: E402
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, train_prompt  # noqa: E402
+from rosprompt_cli.training import train_prompt  # noqa: E402
+from rosprompt_cli.training_config import ROSPROMPT_DEFAULTS  # noqa: E402
 from provenance import source_commit  # noqa: E402
 
 # One setting changed at a time from the default (max_length 128 as in quality.py). The key

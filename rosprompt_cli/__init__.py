@@ -41,7 +41,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["RayRequest"], "ray_engine"),
     **dict.fromkeys(["ScorerCache", "ScorerSpec", "build_scorer", "label_set_for", "scorer_for"], "spec"),
     **dict.fromkeys(["RunSummary"], "summary"),
-    **dict.fromkeys(["TrainConfig", "TrainJob", "run_train", "train_prompt"], "training"),
+    **dict.fromkeys(["TrainConfig", "TrainJob"], "training_config"),
+    **dict.fromkeys(["run_train", "train_prompt"], "training"),
     **dict.fromkeys(["EmbeddingScorer", "MlmOptions", "MlmOverrides", "MlmScorer", "Scorer", "make_scorer"], "verbalizers"),
     **dict.fromkeys(["__version__"], "version"),
 }
@@ -68,7 +69,8 @@ if TYPE_CHECKING:
     from rosprompt_cli.ray_engine import RayRequest
     from rosprompt_cli.spec import ScorerCache, ScorerSpec, build_scorer, label_set_for, scorer_for
     from rosprompt_cli.summary import RunSummary
-    from rosprompt_cli.training import TrainConfig, TrainJob, run_train, train_prompt
+    from rosprompt_cli.training import run_train, train_prompt
+    from rosprompt_cli.training_config import TrainConfig, TrainJob
     from rosprompt_cli.verbalizers import EmbeddingScorer, MlmOptions, MlmOverrides, MlmScorer, Scorer, make_scorer
     from rosprompt_cli.version import __version__
 

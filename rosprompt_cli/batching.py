@@ -16,10 +16,14 @@ from collections.abc import Iterator, Sequence
 from itertools import chain
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from rosprompt_cli.errors import RosPromptError
+
+if TYPE_CHECKING:
+    import torch
 
 # The tokenizer's truncation and padding are settings of the tokenizer object, which the
 # transformers wrapper also sets before each of its own calls: one chunk is encoded at a time.
@@ -41,6 +45,17 @@ class Batching:
             raise RosPromptError("--max-batch-tokens must be at least 1")
 
 
+# Forward passes when none is given. CPU: up to 32 texts and 1,024 tokens. For the bundled model
+# the batch hardly matters on a few cores (length-bucketed batches leave little padding: 8 texts,
+# 16/1,024, 32/1,024 and 64/2,048 ran within 3% of one another, bench/results/cpu_batching.md),
+# while a small or fast model pays a fixed cost per forward pass that larger batches of short
+# texts spread out (the near-free model of bench/cpu_side.py: the score stage 1.5 s against
+# 2.3 s at 8 texts). CUDA: large batches keep the device busy, bounded by tokens so that long
+# texts stay within memory (the bare forward pass of the bundled model's shapes on an H200 gained
+# up to batch 256 of SIB-200-sized texts, about 16k tokens: bench/results/gpu_throughput.md).
+DEFAULT_BATCHING = {"cpu": Batching(rows=32, tokens=1024), "cuda": Batching(rows=512, tokens=16384)}
+
+
 @dataclass
 class EncodedTexts:
     """Token ids of a chunk of texts: `input_ids` [N, T] right-padded with `pad_id`."""
@@ -58,6 +73,8 @@ class EncodedTexts:
 
     def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) of every text, right-padded to the longest."""
+        import torch  # in the three methods that make tensors: Batching reads without torch (--help)
+
         lengths = torch.from_numpy(self.lengths)
         width = self.input_ids.shape[1]
         return torch.from_numpy(self.input_ids), (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()
@@ -85,6 +102,8 @@ class EncodedTexts:
 
     def batches(self, batching: Batching | int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(positions, input_ids, attention_mask) per batch, shortest texts first, on the CPU."""
+        import torch
+
         order, ranges = self.bounds(batching)
         for start, end in ranges:
             positions = order[start:end]
@@ -108,6 +127,8 @@ class EncodedTexts:
         self, batching: Batching | int, device: torch.device
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The batches of `batches` as slices of the whole chunk, copied to `device` at once."""
+        import torch
+
         order, ranges = self.bounds(batching)
 
         def moved(array: np.ndarray) -> torch.Tensor:

@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from rosprompt_cli.adapt import AdaptOptions, Centres, estimate_centres, refuse_adapt
 from rosprompt_cli.batching import Batching
@@ -31,7 +31,11 @@ from rosprompt_cli.pipeline import ChunkScores, score_chunk, scores_of
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.report import ReportContext, render_report
 from rosprompt_cli.spec import ScorerFactory, ScorerSpec, label_set_for, scorer_for
-from rosprompt_cli.verbalizers import Scorer
+
+if TYPE_CHECKING:
+    import torch
+
+    from rosprompt_cli.verbalizers.base import Scorer
 
 EVAL_SPLITS = ("test", "validation", "dev")  # a dataset's split to evaluate on, in order of preference
 
@@ -113,6 +117,8 @@ def _adapted_scores(
     centres = estimate_centres(row_groups, adapt, lambda rows: vectors[rows].numpy())
     label_vectors = scorer.label_vectors(scored)
     centred = centres.centre(vectors, row_groups).to(device=label_vectors.device, dtype=label_vectors.dtype)
+    import torch  # only here: EvalJob reads without torch (a command's --help)
+
     with torch.inference_mode():
         return scores_of(scorer, scorer.logits(centred, label_vectors), centred=centres.moves(row_groups)), centres
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -53,7 +54,9 @@ from rosprompt_cli.pipeline import StageTimes, write_all
 from rosprompt_cli.resume import DoneRecord, InputExtent, RunState, run_fingerprint
 from rosprompt_cli.seen import SeenStore, default_store
 from rosprompt_cli.summary import RunSummary, counts_of, restore_counts, run_status, tally_labels
-from rosprompt_cli.verbalizers import Scorer
+
+if TYPE_CHECKING:
+    from rosprompt_cli.verbalizers.base import Scorer
 
 ON_ERROR = ("skip", "fail")
 STDOUT_REJECTS = "rosprompt-rejects.jsonl"

@@ -10,18 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import torch
 
 from rosprompt_cli.adapt import AdaptOptions, Centres
 from rosprompt_cli.batching import Batching
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.pipeline import Centring, Chunk, ChunkScores, StageTimes, labelled_frames, score_chunk, text_vectors
-from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
+
+if TYPE_CHECKING:
+    import torch
+
+    from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 
 MULTI_LABEL_THRESHOLD = 0.3  # --multi-label: a label joins `labels` from this calibrated score
@@ -129,6 +133,8 @@ def score_texts(
     """Probabilities [N, L] in input order; `on_rows`: progress, after every forward pass."""
     scores = score_chunk(scorer, scorer.encode(texts), label_vectors, batching or scorer.default_batching,
                          on_batch=on_rows)
+    import torch  # only here: this module's options read without torch (a command's --help)
+
     return torch.from_numpy(scores.probs)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rosprompt_cli import summary as summaries
 from rosprompt_cli.errors import RosPromptError, SummaryNotWritten, WriteFailed, check_choice, write_failed
@@ -44,7 +45,9 @@ from rosprompt_cli.output import OutputLock
 from rosprompt_cli.ray_engine import RayRequest, RayResult, check_target, label_with_ray, require_ray
 from rosprompt_cli.inputs import input_files, is_multi_file, output_folder, per_file_outputs, plan_files
 from rosprompt_cli.spec import ScorerFactory, ScorerSpec, label_set_for, scorer_for
-from rosprompt_cli.verbalizers import Scorer
+
+if TYPE_CHECKING:
+    from rosprompt_cli.verbalizers.base import Scorer
 
 ENGINES = ("local", "ray")
 # Ray Data packs small blocks together up to a batch; 2048 rows would hand a small input to one
@@ -315,6 +318,8 @@ def _label_on_ray(job: LabelJob, on_event: OnEvent, so_far: list[SummarySoFar],
                   given: Scorer | ScorerFactory | None) -> dict:
     """Check the model, prompt and labels here (one line on error, before any cluster work), then
     let the workers label."""
+    from rosprompt_cli.verbalizers.base import Scorer  # needs torch, which this path loads next anyway
+
     if isinstance(given, Scorer):
         raise RosPromptError("--engine ray: each Ray worker builds its own scorer from the job's ScorerSpec; "
                              "pass a scorer factory (or none), not a built scorer")

@@ -3,7 +3,7 @@
 Each penalty is built once before training (from what it needs: the zero-shot features, the
 label languages, the initial prompt) and then called on every training step with the same
 `Step`. `build_penalties` turns `--penalty kl+l2` into a list; the loop adds λ · each. A new
-penalty is one class here plus one entry in BUILDERS.
+penalty is one class here, one entry in BUILDERS and its name in training_config.PENALTIES.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from typing import Protocol
 
 import torch
 
-from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.objective import kl_to_zero_shot, l2_to_init, language_loss_variance
+from rosprompt_cli.training_config import penalty_names
 from rosprompt_cli.verbalizers.base import NamePool, TrainingHead
-
-NONE = "none"
-SEPARATOR = "+"  # --penalty kl+l2 combines penalties
 
 
 @dataclass
@@ -100,16 +98,9 @@ def _l2(context: PenaltyContext) -> Penalty:
     return L2ToInit(context.init)
 
 
+# One builder per name of training_config.PENALTIES (the names --penalty takes; test_objective
+# checks that the two agree).
 BUILDERS: dict[str, Callable[[PenaltyContext], Penalty]] = {"kl": _kl, "variance": _variance, "l2": _l2}
-CHOICES = (NONE, *BUILDERS)
-
-
-def penalty_names(spec: str) -> list[str]:
-    """`none`, one name, or names joined by '+'; each checked."""
-    names = [name.strip() for name in spec.split(SEPARATOR)]
-    for name in names:
-        check_choice("--penalty", name or spec, CHOICES)
-    return [name for name in names if name != NONE]
 
 
 def build_penalties(spec: str, context: PenaltyContext) -> list[Penalty]:

@@ -26,14 +26,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import torch
 
 from rosprompt_cli.batching import Batching, EncodedTexts
 from rosprompt_cli.prefetch import prefetched
-from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
+
+if TYPE_CHECKING:
+    import torch
+
+    from rosprompt_cli.verbalizers.base import LabelVectors, Scorer
 
 STAGES = ("read", "check", "tokenise", "score", "assemble", "write")
 DEPTH = 2  # frames queued between two stages
@@ -84,6 +88,8 @@ def text_vectors(
     scorer: Scorer, encoded: EncodedTexts, batching: Batching, on_batch: Callable[[int], None] | None = None
 ) -> torch.Tensor:
     """The scorer's text vectors [N, H] of an encoded chunk, in input order, on the model's device."""
+    import torch
+
     vectors: torch.Tensor | None = None
     for positions, input_ids, attention_mask in encoded.device_batches(batching, scorer.backbone.device):
         batch = scorer.batch_vectors(input_ids, attention_mask)
@@ -95,22 +101,24 @@ def text_vectors(
     return vectors if vectors is not None else torch.empty(0, 0)
 
 
-@torch.inference_mode()
 def score_chunk(
     scorer: Scorer, encoded: EncodedTexts, label_vectors: LabelVectors, batching: Batching, ranks: int = 1,
     centre: Centring | None = None, on_batch: Callable[[int], None] | None = None,
 ) -> ChunkScores:
     """Probabilities of every label for an encoded chunk, and the `ranks` best, in input order.
     `centre`: --adapt, applied to the chunk's text vectors before the cosines."""
+    import torch  # here, not at the top: the label options read without torch (a command's --help)
+
     labels = scorer.label_count(label_vectors)
     if len(encoded) == 0:
         empty = np.zeros((0, labels), dtype=np.float32)
         return ChunkScores(empty, empty[:, :ranks], np.zeros((0, ranks), dtype=np.int64), empty)
-    vectors = text_vectors(scorer, encoded, batching, on_batch)
-    centred: np.ndarray | bool = False
-    if centre is not None:
-        vectors, centred = centre.centre(vectors), centre.rows
-    return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks, centred)
+    with torch.inference_mode():
+        vectors = text_vectors(scorer, encoded, batching, on_batch)
+        centred: np.ndarray | bool = False
+        if centre is not None:
+            vectors, centred = centre.centre(vectors), centre.rows
+        return scores_of(scorer, scorer.logits(vectors, label_vectors), ranks, centred)
 
 
 def scores_of(scorer: Scorer, logits: torch.Tensor, ranks: int = 1, centred: np.ndarray | bool = False) -> ChunkScores:

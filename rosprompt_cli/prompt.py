@@ -10,12 +10,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.version import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _file_mode() -> int:
@@ -81,6 +82,7 @@ class SoftPrompt:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically: a reader never sees a half-written prompt file."""
+        import torch  # here and in load, not at the top: a command's options read without torch
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -98,6 +100,7 @@ class SoftPrompt:
 
     @classmethod
     def load(cls, path: str | Path) -> SoftPrompt:
+        import torch
         from safetensors import safe_open
 
         path = Path(path)

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from rosprompt_cli.backbone import Backbone
-from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.paths import cache_home, exclusive_lock, sha256_file, write_json_atomically
+from rosprompt_cli.spec import check_runtime
 
-RUNTIMES = ("auto", "torch", "onnx")
 INSTALL_HINT = "--runtime onnx needs onnxruntime and onnx: pip install onnxruntime onnx"
 OPSET = 17
 FORMAT = 3  # of a cache entry; raise it when the export or the quantisation changes
@@ -68,10 +68,6 @@ CHECK_TEXTS = (
     "Новый музей откроется весной.",
     "Short.",
 )
-
-
-def check_runtime(value: str) -> str:
-    return check_choice("--runtime", value, RUNTIMES)
 
 
 def onnx_available() -> bool:

@@ -16,26 +16,35 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from rosprompt_cli.backbone import Backbone, check_placement, load_backbone, quantize_int8
-from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.lexicon import expand
 from rosprompt_cli.prompt import SoftPrompt, shipped_prompt_path
-from rosprompt_cli.runtime import check_runtime, onnx_encoder, resolve_runtime
 from rosprompt_cli.verbalizers import (
     AUTO,
     REGISTRY,
     MlmOverrides,
-    Scorer,
     check_verbalizer,
     check_verbalizer_options,
     choose_verbalizer,
     make_scorer,
 )
+
+if TYPE_CHECKING:
+    from rosprompt_cli.backbone import Backbone
+    from rosprompt_cli.verbalizers.base import Scorer
+
+# torch, the backbone and the runtimes are imported where a scorer is built, not here: a
+# ScorerSpec is made and checked, and the commands' --help shown, without loading torch.
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def check_runtime(value: str) -> str:
+    return check_choice("--runtime", value, RUNTIMES)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,9 @@ class ScorerSpec:
     def check_placement(self) -> str:
         """Validate device, dtype, quantisation and runtime here, before the input pre-pass; the
         runtime the run will use."""
+        from rosprompt_cli.backbone import check_placement
+        from rosprompt_cli.runtime import resolve_runtime
+
         device, dtype = check_placement(self.device, self.dtype, self.quantize)
         return resolve_runtime(self.runtime, device, dtype)
 
@@ -94,6 +106,8 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     default prompt is used when it belongs to the backbone (and the verbalizer), else no prompt:
     plain zero-shot, which with the MLM verbalizer is NPPrompt.
     """
+    from rosprompt_cli.backbone import load_backbone
+
     runtime = spec.check_placement()
     # On ONNX Runtime, int8 is made from the float32 graph (runtime.py), not by torch.
     torch_quantize = spec.quantize if runtime == "torch" else "none"
@@ -122,13 +136,22 @@ def build_scorer(spec: ScorerSpec) -> Scorer:
     return scorer
 
 
-ScorerFactory = Callable[[ScorerSpec], Scorer]
-_TORCH_THREADS = torch.get_num_threads()  # torch's own choice, before any scorer set it
+ScorerFactory = Callable[[ScorerSpec], "Scorer"]
+
+
+@cache
+def _torch_threads() -> int:
+    """torch's own choice of threads, read before the first scorer sets them."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def scorer_for(spec: ScorerSpec, given: Scorer | ScorerFactory | None = None) -> Scorer:
     """The scorer a job runs with: `given` itself when it is a built scorer (the job's spec is
     then not read), else `given(spec)` for a factory, else a new one (build_scorer)."""
+    from rosprompt_cli.verbalizers.base import Scorer
+
     if given is None:
         return build_scorer(spec)
     if isinstance(given, Scorer):
@@ -180,6 +203,8 @@ def _stamp(path: str | None) -> tuple:
 
 
 def _cache_key(spec: ScorerSpec) -> tuple:
+    from rosprompt_cli.backbone import check_placement
+
     absolute = spec.with_absolute_paths()
     # "auto" and what it resolves to here are one scorer (not the runtime: auto may fall back to torch)
     device, dtype = check_placement(spec.device, spec.dtype, spec.quantize)
@@ -202,8 +227,13 @@ def _place(backbone: Backbone, spec: ScorerSpec, runtime: str) -> None:
     On ONNX Runtime, torch only joins the pieces (the embedding lookup, pooling, one product per
     chunk with the label vectors): one torch thread, so that torch's threads never wait for cores
     that ONNX Runtime and the tokenizer are using (bench/results/cpu_side.md)."""
+    import torch
+
+    from rosprompt_cli.backbone import quantize_int8
+    from rosprompt_cli.runtime import onnx_encoder
+
     threads = spec.threads or default_threads()
-    torch.set_num_threads(threads or _TORCH_THREADS)
+    torch.set_num_threads(threads or _torch_threads())
     if runtime == "onnx":
         try:
             backbone.model = onnx_encoder(backbone, threads, spec.quantize)  # type: ignore[assignment]

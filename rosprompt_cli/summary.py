@@ -7,6 +7,7 @@ engine. `tally_labels` counts a labelled chunk for any of them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -104,14 +105,13 @@ class RunSummary:
 
 
 def versions() -> dict[str, str]:
-    import torch
-    import transformers
-
+    """From the installed packages' metadata (the same strings as their __version__): a run
+    refused before any model is loaded writes its summary without importing torch."""
     return {
         "rosprompt": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        "torch": importlib.metadata.version("torch"),
+        "transformers": importlib.metadata.version("transformers"),
         "polars": pl.__version__,
     }
 

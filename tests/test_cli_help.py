@@ -74,3 +74,37 @@ def test_the_scorer_options_are_declared_once_for_the_three_commands():
                     assert param.default == spec_defaults[name], (command, flag)
                 assert seen.setdefault(flag, (param.help, param.default)) == (param.help, param.default), (command, flag)
     assert "scorer_options" not in {p.name for c in commands.values() for p in c.params}
+
+
+def test_help_and_refused_runs_never_import_torch(tmp_path):
+    """--help, a usage error and a value refused before any model is needed (with its failed
+    --summary written) cost no torch or transformers import: about 0.5 s in place of 2 s."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "in.csv").write_text("text\nhello\n")
+    summary = tmp_path / "run.json"
+    lines = [["--help"], ["label", "--help"], ["eval", "--help"], ["train", "--help"],
+             ["label", "in.csv", "--bogus"],
+             ["label", "in.csv", "--labels", "a,b", "--top-k", "0", "--out", "out.csv", "--summary", str(summary)],
+             ["eval", "in.csv", "--calibrate"],
+             ["train", "in.csv", "--out", "p.safetensors", "--epochs", "0"],
+             ["label", "in.csv", "--labels", "a,b", "--runtime", "tpu"]]
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from rosprompt_cli.commands import run\n"
+        "codes = []\n"
+        f"for argv in {lines!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        codes.append(run(argv))\n"
+        "print(json.dumps([codes, [m for m in ('torch', 'transformers') if m in sys.modules]]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    codes, heavy = json.loads(proc.stdout)
+    assert codes == [0, 0, 0, 0, 2, 1, 1, 1, 1]
+    assert heavy == []
+    written = json.loads(summary.read_text())
+    assert written["status"] == "failed" and written["error"] == "--top-k must be at least 1"
+    assert written["versions"]["torch"] == __import__("torch").__version__

@@ -124,12 +124,12 @@ def test_readme_library_examples_run_as_written(rosprompt_home, tmp_path, number
 def test_a_scorer_built_once_labels_two_inputs_with_one_model_load(tmp_path, monkeypatch, rosprompt_home):
     """run_label with a ScorerCache: the second input reuses the first one's scorer (and the model
     is loaded once: load_backbone counted); a built scorer passed as it is loads nothing more."""
-    from rosprompt_cli import spec as spec_module
+    from rosprompt_cli import backbone as backbone_module
     from rosprompt_cli.spec import ScorerCache
 
     loads = []
-    real_load = spec_module.load_backbone
-    monkeypatch.setattr(spec_module, "load_backbone", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = backbone_module.load_backbone  # build_scorer imports it from there when it builds
+    monkeypatch.setattr(backbone_module, "load_backbone", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     scorers = ScorerCache()
     labels = parse_label_arg(LABELS)
     for number in (1, 2):

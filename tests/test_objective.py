@@ -110,3 +110,15 @@ def test_language_dropout_is_per_language_and_seeded():
 
 def test_l2_to_init():
     assert l2_to_init(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.zeros(2, 2)).item() == pytest.approx(2.5)
+
+
+def test_every_penalty_name_has_a_builder_and_every_builder_a_name():
+    """--penalty's names are stated in training_config.py (checked without torch) and built in
+    penalties.py: the two lists are the same, in the same order."""
+    from rosprompt_cli.penalties import BUILDERS
+    from rosprompt_cli.training_config import PENALTIES, penalty_names
+
+    assert tuple(BUILDERS) == PENALTIES
+    assert penalty_names("kl+l2") == ["kl", "l2"] and penalty_names("none") == []
+    with pytest.raises(Exception, match="--penalty"):
+        penalty_names("kl+dropout")

@@ -110,3 +110,16 @@ def test_the_package_imports_its_names_on_first_use():
         assert getattr(rosprompt_cli, name) is getattr(importlib.import_module(f"rosprompt_cli.{declared[name]}"), name)
     with pytest.raises(AttributeError, match="no attribute 'run_everything'"):
         rosprompt_cli.run_everything  # noqa: B018
+
+
+def test_each_registry_entry_is_named_as_its_scorer_names_itself():
+    """The registry names each verbalizer's module and classes as text (imported on first use),
+    so a misspelt entry would only fail when used: every entry loads, under its scorer's name."""
+    from rosprompt_cli.verbalizers import REGISTRY
+    from rosprompt_cli.verbalizers.base import ScorerBase, TrainingHead
+
+    assert list(REGISTRY) == ["mlm", "embed"]  # mlm first: --verbalizer auto prefers it where it suits
+    for name, entry in REGISTRY.items():
+        assert issubclass(entry.scorer_class, ScorerBase) and entry.scorer_class.verbalizer == name
+        assert issubclass(entry.head, TrainingHead)
+        assert entry.scorer_class.__module__ == entry.head.__module__ == f"rosprompt_cli.verbalizers.{entry.module}"

@@ -17,11 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from rosprompt_cli.adapt import AdaptOptions
+from rosprompt_cli.batching import DEFAULT_BATCHING
 from rosprompt_cli.events import Event, Notice, RowsDone, RowsFinished, RowsStarted
 from rosprompt_cli.spec import ScorerSpec
-from rosprompt_cli.verbalizers import MlmOverrides
-from rosprompt_cli.verbalizers.base import DEFAULT_BATCHING
-
+from rosprompt_cli.verbalizers.options import MlmOverrides
 
 
 def field_defaults(cls: type) -> dict[str, Any]:

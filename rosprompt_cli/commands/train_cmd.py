@@ -8,7 +8,7 @@ import typer
 
 from rosprompt_cli.commands import common
 from rosprompt_cli.labels import load_label_file
-from rosprompt_cli.training import ROSPROMPT_DEFAULTS, TrainConfig, TrainJob, run_train
+from rosprompt_cli.training_config import ROSPROMPT_DEFAULTS, TrainConfig, TrainJob
 
 _JOB_DEFAULTS = common.field_defaults(TrainJob)
 
@@ -81,4 +81,6 @@ def train(
         labels=load_label_file(labels_file) if labels_file else None, shots=shots, dev=dev, fmt=fmt, split=split,
         force=force, model=scorer_options.model, device=scorer_options.device, lexicon=lexicon, negatives=negatives, mlm=mlm,
     )
+    from rosprompt_cli.training import run_train  # torch: only once the job is made and checked
+
     run_train(job, common.Renderer(progress_every))

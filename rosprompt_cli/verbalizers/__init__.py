@@ -3,34 +3,51 @@
 - base.py: the `Scorer` protocol and the `TrainingHead` base both verbalizers implement;
 - embed.py: cosine between the prompted text vector and label-name embeddings (sentence encoders);
 - mlm.py (with expansion.py, NPPrompt's label-word expansion): MLM logits at a `<mask>`;
-- label_vectors.py: class vectors from label-name vectors, shared by inference and training.
+- label_vectors.py: class vectors from label-name vectors, shared by inference and training;
+- options.py: their options and defaults, which need no torch.
 
 A new verbalizer is one module with a scorer and a training head, plus one entry in REGISTRY.
+This module needs no torch either: the registry names each verbalizer's module, imported when
+a scorer or a head is first asked for, so that the commands check --verbalizer and its options
+(and show --help) without loading torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.errors import RosPromptError, check_choice
-from rosprompt_cli.prompt import SoftPrompt
-from rosprompt_cli.verbalizers.base import HeadConfig, NamePool, Scorer, ScorerBase, TrainingHead
-from rosprompt_cli.verbalizers.embed import EmbedHead, EmbeddingScorer
-from rosprompt_cli.verbalizers.mlm import MlmHead, MlmOptions, MlmOverrides, MlmScorer, require_mlm_head
+from rosprompt_cli.verbalizers.options import HeadConfig, MlmOptions, MlmOverrides
 
+if TYPE_CHECKING:
+    from rosprompt_cli.backbone import Backbone
+    from rosprompt_cli.prompt import SoftPrompt
+    from rosprompt_cli.verbalizers.base import NamePool, Scorer, ScorerBase, TrainingHead
 
 AUTO = "auto"
 
 
-def _embed_scorer(backbone: Backbone, prompt: SoftPrompt | None, options: None, max_length: int | None) -> Scorer:
-    return EmbeddingScorer(backbone, prompt, max_length=max_length)
+def _embed_scorer(scorer_class: type, backbone: Backbone, prompt: SoftPrompt | None, options: None,
+                  max_length: int | None) -> Scorer:
+    return scorer_class(backbone, prompt, max_length=max_length)
 
 
-def _mlm_scorer(backbone: Backbone, prompt: SoftPrompt | None, options: MlmOptions, max_length: int | None) -> Scorer:
-    return MlmScorer(backbone, prompt, options, max_length=max_length)
+def _mlm_scorer(scorer_class: type, backbone: Backbone, prompt: SoftPrompt | None, options: MlmOptions,
+                max_length: int | None) -> Scorer:
+    return scorer_class(backbone, prompt, options, max_length=max_length)
+
+
+def _has_mlm_head(backbone: Backbone) -> bool:
+    return backbone.mlm_head is not None
+
+
+def _require_mlm_head(backbone: Backbone) -> None:
+    from rosprompt_cli.verbalizers.mlm import require_mlm_head
+
+    require_mlm_head(backbone)
 
 
 def _embed_prompt_fields(config: HeadConfig) -> dict:
@@ -43,20 +60,33 @@ def _mlm_prompt_fields(config: HeadConfig) -> dict:
 
 @dataclass(frozen=True)
 class Verbalizer:
-    """One registry entry: its scorer class and how to build one, its options class (None: it
-    takes no options, and an option given is refused in one line), its training head, which
-    backbones it needs (`require` raises the one-line refusal) or suits (`suits`: the auto
-    choice), and what a prompt trained with it stores (`prompt_fields`: PromptMeta's
-    verbalizer_options and temperature, from the training config). Whether it can centre text
-    vectors (--adapt) is its scorer class's `centres_text_vectors`."""
+    """One registry entry: the module of verbalizers/ holding its scorer and training head
+    (imported on first use: `scorer_class`, `head`) and how to build a scorer, its options class
+    (None: it takes no options, and an option given is refused in one line), which backbones it
+    needs (`require` raises the one-line refusal) or suits (`suits`: the auto choice), and what a
+    prompt trained with it stores (`prompt_fields`: PromptMeta's verbalizer_options and
+    temperature, from the training config). Whether it can centre text vectors (--adapt) is its
+    scorer class's `centres_text_vectors`."""
 
-    scorer_class: type[ScorerBase]
-    scorer: Callable[[Backbone, SoftPrompt | None, Any, int | None], Scorer]  # the options: an `options` instance
+    module: str
+    scorer_name: str
+    head_name: str
+    build: Callable[[type, Backbone, SoftPrompt | None, Any, int | None], Scorer]  # options: an `options` instance
     options: type[MlmOptions] | None
-    head: type[TrainingHead]
     suits: Callable[[Backbone], bool]
     require: Callable[[Backbone], None]
     prompt_fields: Callable[[HeadConfig], dict]
+
+    def _load(self, name: str) -> Any:
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), name)
+
+    @property
+    def scorer_class(self) -> type[ScorerBase]:
+        return self._load(self.scorer_name)
+
+    @property
+    def head(self) -> type[TrainingHead]:
+        return self._load(self.head_name)
 
     def resolve_options(self, prompt: SoftPrompt | None, given: MlmOverrides) -> MlmOptions | None:
         """The options a scorer runs with: the prompt's, with every option given in their place."""
@@ -65,13 +95,18 @@ class Verbalizer:
             return None
         return self.options.from_prompt(prompt).with_overrides(given)
 
+    def scorer(self, backbone: Backbone, prompt: SoftPrompt | None, given: MlmOverrides,
+               max_length: int | None) -> Scorer:
+        return self.build(self.scorer_class, backbone, prompt, self.resolve_options(prompt, given), max_length)
 
-# In order of preference for --verbalizer auto: the first that suits the backbone is chosen.
+
+# In order of preference for --verbalizer auto: the first that suits the backbone is chosen. Each
+# key is its scorer class's `verbalizer` (test_structure checks it).
 REGISTRY: dict[str, Verbalizer] = {
-    MlmScorer.verbalizer: Verbalizer(MlmScorer, _mlm_scorer, MlmOptions, MlmHead, lambda b: b.mlm_head is not None,
-                                     require_mlm_head, _mlm_prompt_fields),
-    EmbeddingScorer.verbalizer: Verbalizer(EmbeddingScorer, _embed_scorer, None, EmbedHead, lambda b: True,
-                                           lambda b: None, _embed_prompt_fields),
+    "mlm": Verbalizer("mlm", "MlmScorer", "MlmHead", _mlm_scorer, MlmOptions, _has_mlm_head, _require_mlm_head,
+                      _mlm_prompt_fields),
+    "embed": Verbalizer("embed", "EmbeddingScorer", "EmbedHead", _embed_scorer, None, lambda b: True,
+                        lambda b: None, _embed_prompt_fields),
 }
 CHOICES = (AUTO, *REGISTRY)
 
@@ -117,16 +152,27 @@ def make_scorer(
 ) -> Scorer:
     """A scorer for `backbone` with the chosen verbalizer; `mlm`: MLM options given by the user
     (None: the prompt's, else the defaults)."""
-    entry = REGISTRY[choose_verbalizer(verbalizer, backbone, prompt)]
-    return entry.scorer(backbone, prompt, entry.resolve_options(prompt, mlm or MlmOverrides()), max_length)
+    return REGISTRY[choose_verbalizer(verbalizer, backbone, prompt)].scorer(backbone, prompt, mlm or MlmOverrides(),
+                                                                           max_length)
 
 
 def training_head(verbalizer: str, backbone: Backbone, config: HeadConfig, pool: NamePool) -> TrainingHead:
     return REGISTRY[verbalizer].head(backbone, config, pool)
 
 
+# Names of verbalizers/' modules that need torch, imported from there on first use.
+_LAZY = {"EmbeddingScorer": "embed", "MlmScorer": "mlm", "NamePool": "base", "Scorer": "base", "ScorerBase": "base",
+         "TrainingHead": "base"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
 __all__ = [
     "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "HeadConfig", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool",
-    "Scorer", "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options", "choose_verbalizer", "make_scorer",
-    "prompt_fields", "training_head",
+    "Scorer", "ScorerBase", "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options",
+    "choose_verbalizer", "make_scorer", "prompt_fields", "training_head",
 ]

@@ -11,31 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from rosprompt_cli.backbone import Backbone
-from rosprompt_cli.batching import Batching, EncodedTexts
+from rosprompt_cli.batching import DEFAULT_BATCHING, Batching, EncodedTexts
 from rosprompt_cli.calibration import Calibration, default_calibration
 from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.label_vectors import class_vectors
+from rosprompt_cli.verbalizers.options import HeadConfig
 
-if TYPE_CHECKING:
-    from rosprompt_cli.verbalizers.mlm import MlmOptions
 
-# Forward passes when none is given. CPU: up to 32 texts and 1,024 tokens. For the bundled model
-# the batch hardly matters on a few cores (length-bucketed batches leave little padding: 8 texts,
-# 16/1,024, 32/1,024 and 64/2,048 ran within 3% of one another, bench/results/cpu_batching.md),
-# while a small or fast model pays a fixed cost per forward pass that larger batches of short
-# texts spread out (the near-free model of bench/cpu_side.py: the score stage 1.5 s against
-# 2.3 s at 8 texts). CUDA: large batches keep the device busy, bounded by tokens so that long
-# texts stay within memory (the bare forward pass of the bundled model's shapes on an H200 gained
-# up to batch 256 of SIB-200-sized texts, about 16k tokens: bench/results/gpu_throughput.md).
-DEFAULT_BATCHING = {"cpu": Batching(rows=32, tokens=1024), "cuda": Batching(rows=512, tokens=16384)}
 MAX_CHARS_PER_TOKEN = 64
 # A label set's side of a verbalizer, built once per label set and opaque to its callers: class
 # vectors [L, H] for embed, a WordExpansion for mlm.
@@ -230,19 +220,6 @@ class NamePool:
         """Only these rows, their classes renumbered by `new_class`."""
         return NamePool([self.texts[i] for i in rows], [new_class[self.owner[i]] for i in rows],
                         [self.languages[i] for i in rows])
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """What a training head, and the prompt file it trains for, take of the training
-    configuration (training.TrainConfig.head_config makes one)."""
-
-    prompt_length: int
-    max_length: int | None
-    label_template: str  # embed: how a label name is phrased
-    temperature: float  # embed: the logits' temperature
-    centre_languages: bool  # embed: language-centred class vectors
-    mlm: MlmOptions  # mlm: template, expansion and aggregation
 
 
 class TrainingHead:

@@ -28,10 +28,9 @@ from rosprompt_cli.verbalizers.base import (
     text_token_limit,
 )
 from rosprompt_cli.verbalizers.label_vectors import class_vectors, group_ids
+from rosprompt_cli.verbalizers.options import DEFAULT_LABEL_TEMPLATE, DEFAULT_TEMPERATURE
 
 
-DEFAULT_LABEL_TEMPLATE = "This text is about {}"  # chosen on SIB-200 dev (see CHANGELOG)
-DEFAULT_TEMPERATURE = 0.05
 NAME_MEMO_SIZE = 8  # label-name lists kept per backbone (a lexicon-wide list is about 4 MB)
 
 

@@ -20,10 +20,8 @@ import torch.nn.functional as F
 
 from rosprompt_cli.errors import RosPromptError, check_choice
 from rosprompt_cli.verbalizers.label_vectors import names_in_use
+from rosprompt_cli.verbalizers.options import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES
 
-AGGREGATES = ("max", "mean")
-WORD_PIECES = ("first", "mean")
-DEFAULT_NEIGHBOURS = 12
 # Words per block of the cosine search: the [block, vocabulary] score matrix stays near 64 MB.
 _SCORE_BUDGET = 16_000_000
 

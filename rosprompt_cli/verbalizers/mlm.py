@@ -9,14 +9,14 @@ NPPrompt-style (expansion.py) once per label set; one forward pass per text scor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from rosprompt_cli.backbone import Backbone
 from rosprompt_cli.batching import EncodedTexts
-from rosprompt_cli.errors import RosPromptError, check_choice
+from rosprompt_cli.errors import RosPromptError
 from rosprompt_cli.labels import LabelSet
 from rosprompt_cli.prompt import SoftPrompt
 from rosprompt_cli.verbalizers.base import (
@@ -28,67 +28,8 @@ from rosprompt_cli.verbalizers.base import (
     prompted_hidden,
     text_token_limit,
 )
-from rosprompt_cli.verbalizers.expansion import AGGREGATES, DEFAULT_NEIGHBOURS, WORD_PIECES, WordExpansion, expand_words
-
-
-DEFAULT_TEMPLATE = "A {mask} news: {text}"  # NPPrompt's template for news topics
-# The command-line flag of each MlmOptions field.
-OPTION_FLAGS = {"template": "--mlm-template", "neighbours": "--neighbours", "aggregate": "--aggregate",
-                "word_pieces": "--word-pieces"}
-
-
-@dataclass(frozen=True)
-class MlmOptions:
-    """How the MLM verbalizer phrases the input and reads the mask."""
-
-    template: str = DEFAULT_TEMPLATE
-    neighbours: int = DEFAULT_NEIGHBOURS  # k of the NPPrompt expansion
-    aggregate: str = "max"  # a class's score over its label words: max or mean
-    word_pieces: str = "first"  # a multi-piece label word: its first piece or the mean of its pieces
-
-    def __post_init__(self) -> None:
-        if self.template.count("{mask}") != 1 or self.template.count("{text}") != 1:
-            raise RosPromptError(
-                f"--mlm-template {self.template!r}: must contain {{mask}} and {{text}} exactly once each"
-            )
-        if self.neighbours < 1:
-            raise RosPromptError("--neighbours must be at least 1")
-        check_choice("--aggregate", self.aggregate, AGGREGATES)
-        check_choice("--word-pieces", self.word_pieces, WORD_PIECES)
-
-    def with_overrides(self, overrides: MlmOverrides) -> MlmOptions:
-        """These options with every value the overrides give in place of its own."""
-        return MlmOptions(**(asdict(self) | overrides.given()))
-
-    @classmethod
-    def from_prompt(cls, prompt: SoftPrompt | None) -> MlmOptions:
-        stored = prompt.meta.verbalizer_options if prompt is not None else {}
-        return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class MlmOverrides:
-    """The MLM options a user gave (None: the prompt's value, else the default), checked when
-    made, so a bad value fails before any model is loaded."""
-
-    template: str | None = None
-    neighbours: int | None = None
-    aggregate: str | None = None
-    word_pieces: str | None = None
-
-    def __post_init__(self) -> None:
-        MlmOptions().with_overrides(self)  # validates every given value
-
-    def given(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-    def refuse(self) -> None:
-        """The embedding verbalizer was chosen: an MLM option given with it is a mistake worth naming."""
-        given = list(self.given())
-        if given:
-            raise RosPromptError(
-                f"{OPTION_FLAGS[given[0]]} is an option of the MLM verbalizer; this run uses the embedding verbalizer"
-            )
+from rosprompt_cli.verbalizers.expansion import WordExpansion, expand_words
+from rosprompt_cli.verbalizers.options import MlmOptions
 
 
 @dataclass(frozen=True)
