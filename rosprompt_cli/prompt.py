@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rosprompt_cli.errors import RosPromptError
+from rosprompt_cli.verbalizers import LEGACY_PROMPT_VERBALIZER, REGISTRY
 from rosprompt_cli.version import __version__
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class PromptMeta:
     hidden_size: int
     prompt_length: int
     backbone_source: str = "bundled"  # what --model was: 'bundled', a hub id or a local folder
-    verbalizer: str = "embed"
+    verbalizer: str = LEGACY_PROMPT_VERBALIZER  # files written before the MLM verbalizer name none
     text_prefix: str = ""
     label_template: str = "{}"
     temperature: float = 0.05
@@ -58,8 +59,6 @@ class PromptMeta:
     def __post_init__(self) -> None:
         if self.prompt_length < 1:
             raise ValueError("prompt_length must be at least 1")
-        from rosprompt_cli.verbalizers import REGISTRY  # imports this module
-
         if self.verbalizer not in REGISTRY:
             raise ValueError(f"unknown verbalizer {self.verbalizer!r}")
         if self.temperature <= 0:

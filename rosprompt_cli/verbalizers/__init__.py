@@ -109,6 +109,8 @@ REGISTRY: dict[str, Verbalizer] = {
                         lambda b: None, _embed_prompt_fields),
 }
 CHOICES = (AUTO, *REGISTRY)
+# The verbalizer of a prompt file that names none: every file written before the MLM verbalizer.
+LEGACY_PROMPT_VERBALIZER = "embed"
 
 
 def check_verbalizer_options(verbalizer: str, mlm: MlmOverrides) -> None:
@@ -172,7 +174,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AUTO", "CHOICES", "REGISTRY", "EmbeddingScorer", "HeadConfig", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool",
+    "AUTO", "CHOICES", "LEGACY_PROMPT_VERBALIZER", "REGISTRY", "EmbeddingScorer", "HeadConfig", "MlmOptions", "MlmOverrides", "MlmScorer", "NamePool",
     "Scorer", "ScorerBase", "TrainingHead", "Verbalizer", "check_verbalizer", "check_verbalizer_options",
     "choose_verbalizer", "make_scorer", "prompt_fields", "training_head",
 ]
