@@ -40,6 +40,11 @@ from rosprompt_cli.input_check import (
 ROW_INDEX = "__rosprompt_row"  # a column a clean copy numbers the rows with, dropped before it is written
 
 
+def _blank(column: str) -> pl.Expr:
+    """Whether a row's value in `column` is missing or only whitespace (any type, read as text)."""
+    return pl.col(column).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -161,8 +166,7 @@ class TableSource:
             if decoded is not None:
                 kept = kept.with_columns(decoded)
             if findings.has_text_column:
-                empty = pl.col(text_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
-                hits = kept.filter(empty).select(pl.col(ROW_INDEX) + 1).collect().get_column(ROW_INDEX)
+                hits = kept.filter(_blank(text_col)).select(pl.col(ROW_INDEX) + 1).collect().get_column(ROW_INDEX)
                 findings.empty_text = hits.len()
                 findings.empty_text_lines = hits.head(SHOWN_LINES).to_list()
             if set_aside:
@@ -181,14 +185,14 @@ class TableSource:
     def _keyless_rows(self, scan: pl.LazyFrame, key_col: str, set_aside: set[int]) -> list[Reject]:
         """--new-only-by on Parquet: the rows whose key is null or blank (but those at the 1-based
         rows `set_aside` already), to be set aside."""
-        kind = scan.collect_schema()[key_col]
+        assert self._schema is not None
+        kind = self._schema[key_col]
         if kind.is_nested():
             raise RosPromptError(f"{self.display}: column {key_col!r} holds {kind} values, which cannot key a row; "
                                  f"pass --new-only-by a column of strings or numbers")
-        blank = pl.col(key_col).cast(pl.String, strict=False).str.strip_chars().fill_null("") == ""
-        rows = scan.select(pl.int_range(1, pl.len() + 1).alias("row"), blank.alias("blank"))
+        blank = scan.with_row_index(ROW_INDEX).filter(_blank(key_col)).select(pl.col(ROW_INDEX) + 1)
         rejects = []
-        for row in rows.filter(pl.col("blank")).select("row").collect().get_column("row").to_list():
+        for row in blank.collect().get_column(ROW_INDEX).to_list():
             if row not in set_aside:
                 reject = key_problem(row, key_col, None, lambda: "", unit="row")  # a blank key: nothing to show
                 assert reject is not None
