@@ -110,6 +110,8 @@ def _adapted_scores(
     scorer: Scorer, vectors: torch.Tensor, data: LabelledData, scored: LabelSet, adapt: AdaptOptions,
     groups: Sequence[str] | None = None,
 ) -> tuple[ChunkScores, Centres]:
+    import torch  # here, not at the top: EvalJob reads without torch (a command's --help)
+
     if adapt.by is not None and groups is None:
         raise ValueError("adapt.by needs the rows' groups")
     row_groups = [adapt.group_of(g) for g in groups] if adapt.by is not None and groups is not None else (
@@ -117,8 +119,6 @@ def _adapted_scores(
     centres = estimate_centres(row_groups, adapt, lambda rows: vectors[rows].numpy())
     label_vectors = scorer.label_vectors(scored)
     centred = centres.centre(vectors, row_groups).to(device=label_vectors.device, dtype=label_vectors.dtype)
-    import torch  # only here: EvalJob reads without torch (a command's --help)
-
     with torch.inference_mode():
         return scores_of(scorer, scorer.logits(centred, label_vectors), centred=centres.moves(row_groups)), centres
 

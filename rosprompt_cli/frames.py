@@ -131,10 +131,10 @@ def score_texts(
     on_rows: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Probabilities [N, L] in input order; `on_rows`: progress, after every forward pass."""
+    import torch  # here, not at the top: LabelOptions reads without torch (a command's --help)
+
     scores = score_chunk(scorer, scorer.encode(texts), label_vectors, batching or scorer.default_batching,
                          on_batch=on_rows)
-    import torch  # only here: this module's options read without torch (a command's --help)
-
     return torch.from_numpy(scores.probs)
 
 
