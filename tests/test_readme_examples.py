@@ -23,7 +23,7 @@ SHARED = REPO.parent / "shared"
 INSTALL = re.compile(r"^python3 -m venv .* && pip install [^&]* && ")  # the Quickstart's install step
 
 
-WRITES = re.compile(r"(?:--out|--out-prompt|--output|--summary|>) (\S+)")  # what a line leaves behind
+WRITES = re.compile(r"(?:--out|--out-prompt|--output|--report|--summary|>) (\S+)")  # what a line leaves behind
 
 
 def bash_blocks(readme: str) -> list[tuple[str, list[str]]]:
@@ -99,7 +99,7 @@ def test_readme_examples_run_as_written(cli_process, tmp_path, lines):
         err = proc.stderr.decode(errors="replace")
         assert proc.returncode == 0, f"{line}\n{err}"
         assert "Traceback" not in err, line
-        for out in re.findall(r"(?:--out|--output|>) (\S+)", line):
+        for out in WRITES.findall(line):
             assert (clone / out).exists(), (line, out)
         ran.append(line)
     assert ran, "a group of lines that ran none of them"
