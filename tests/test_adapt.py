@@ -78,7 +78,7 @@ def test_label_adapt_resumes_to_the_uninterrupted_output(cli, tmp_path):
     topics = ["The keeper saved a penalty in the derby", "Parliament passed the budget", "Mwanasiasa ashinda uchaguzi",
               "Timu ya taifa yashinda mechi"]
     with open(src, "w", encoding="utf-8") as fh:
-        for i in range(600):
+        for i in range(240):
             fh.write(json.dumps({"id": i, "lang": "sw" if i % 4 >= 2 else "en", "text": f"{topics[i % 4]} ({i})"}) + "\n")
     common = [src, "--labels", "sports,politics", "--adapt-by", "lang", "--adapt-sample", "100", "--chunk-rows", "50",
               "--batch-size", "16"]

@@ -149,7 +149,7 @@ def _wait_for_progress(state: Path, proc: subprocess.Popen, rows: int, timeout: 
 @pytest.mark.parametrize(("fmt", "how"), [("csv", signal.SIGKILL), ("jsonl", signal.SIGTERM), ("parquet", signal.SIGKILL)])
 def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how):
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 600)
+    _corpus(src, 240)  # five chunks: killed after two, with three (the last one short) left to resume
     common = ["--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16"]
     reference = tmp_path / f"reference.{fmt}"
     cli("label", src, *common, "--out", reference)
@@ -157,7 +157,7 @@ def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how)
     out = tmp_path / f"out.{fmt}"
     state = tmp_path / f".out.{fmt}.rosprompt-state"
     proc = _start(cli, src, *common, "--out", out)
-    _wait_for_progress(state, proc, 150)
+    _wait_for_progress(state, proc, 100)
     proc.send_signal(how)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 143), err
@@ -176,7 +176,7 @@ def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how)
 
 def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 400)
+    _corpus(src, 160)
     common = ["--chunk-rows", "50", "--batch-size", "16", "--out", tmp_path / "o.csv"]
     proc = _start(cli, src, "--labels", LABELS, *common)
     _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", proc, 50)
@@ -192,9 +192,9 @@ def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
     assert changed.returncode == 1 and b"the input file changed" in changed.stderr
     # nothing to resume (a first night, or a run killed before its first checkpoint): start afresh
     nothing = cli("label", src, "--labels", LABELS, "--out", tmp_path / "other.csv", "--resume")
-    assert len(_records(tmp_path / "other.csv")) == 401 and b"resumed" not in nothing.stderr
+    assert len(_records(tmp_path / "other.csv")) == 161 and b"resumed" not in nothing.stderr
     fresh = cli("label", src, "--labels", LABELS, *common)  # without --resume: starts over
-    assert len(_records(tmp_path / "o.csv")) == 401 and b"resumed" not in fresh.stderr
+    assert len(_records(tmp_path / "o.csv")) == 161 and b"resumed" not in fresh.stderr
 
 
 def test_a_second_run_on_the_same_output_is_refused(cli, cli_process, tmp_path):
@@ -218,7 +218,7 @@ def test_a_second_run_on_the_same_output_is_refused(cli, cli_process, tmp_path):
 def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
     """README's cron recipe: the same command line, night after night, whatever happened before."""
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 300)
+    _corpus(src, 220)
 
     def night(out: Path, labels: str = LABELS) -> list[object]:
         return [src, "--labels", labels, "--chunk-rows", "50", "--batch-size", "16", "--out", out,
@@ -234,12 +234,12 @@ def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
     # the next night the same line starts afresh
     cli("label", *night(out))
     reference, stamp = out.read_bytes(), out.stat().st_mtime_ns
-    assert len(_records(out)) == 300 and json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    assert len(_records(out)) == 220 and json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
     # run again on a complete output: exit 0, one line, the output untouched
     again = cli("label", *night(out))
     assert b"complete already" in again.stderr and out.stat().st_mtime_ns == stamp
     summary = json.loads((tmp_path / "run.json").read_text())
-    assert (summary["status"], summary["rows"]) == ("complete", 300)
+    assert (summary["status"], summary["rows"]) == ("complete", 220)
     # a night interrupted after some chunks (SIGKILL), then the same line continues it
     day2 = tmp_path / "day2.jsonl"
     proc = _start(cli, *night(day2))
@@ -316,13 +316,14 @@ def _limited(cli, max_bytes: int, *args: object) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_a_full_disk_names_the_file_publishes_nothing_and_stays_resumable(cli, tmp_path, fmt):
     src = tmp_path / "feed.csv"  # CSV is read in place (a JSONL input with a bad line gets a clean copy)
-    pl.read_ndjson(_corpus(tmp_path / "feed.jsonl", 400) or tmp_path / "feed.jsonl").write_csv(src)
+    pl.read_ndjson(_corpus(tmp_path / "feed.jsonl", 150) or tmp_path / "feed.jsonl").write_csv(src)
     with open(src, "a", encoding="utf-8") as fh:
         fh.write("1,2,3,4,5\n")
     common = ["--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16"]
     cli("label", src, *common, "--out", tmp_path / f"reference.{fmt}", check=False)
     out = tmp_path / f"o.{fmt}"
-    full = _limited(cli, 20_000, src, *common, "--out", out, "--summary", tmp_path / "run.json")
+    # 8 kB: the first chunk (50 rows, 5-7 kB) is written and checkpointed, the second does not fit
+    full = _limited(cli, 8_000, src, *common, "--out", out, "--summary", tmp_path / "run.json")
     err = full.stderr.decode()
     assert full.returncode == 1 and "Traceback" not in err, err
     assert f"{out}: cannot write (File too large)" in err and "--resume to continue after row" in err, err
