@@ -80,7 +80,7 @@ def test_a_prompt_file_from_before_calibration_loads_and_says_which_calibration_
     meta["format_version"] = 1
     save_file({"prompt": vectors}, str(old), metadata={"rosprompt": json.dumps(meta)})
     summary = tmp_path / "run.json"
-    proc = cli("label", SAMPLES / "news_multilingual.jsonl", "--labels", "sports,politics", "--prompt", old,
+    proc = cli("label", _first_rows(tmp_path), "--labels", "sports,politics", "--prompt", old,
                "--out", tmp_path / "o.jsonl", "--summary", summary)
     err = " ".join(proc.stderr.decode().split())
     used = json.loads(summary.read_text())["calibration"]
@@ -184,9 +184,9 @@ def test_eval_calibrate_fits_on_the_sample_and_refuses_one_too_small(cli, tmp_pa
         assert refused.returncode == 1 and fragment in refused.stderr.decode(), refused.stderr
 
 
-def test_eval_reports_what_each_min_score_keeps(cli, tmp_path):
+def test_eval_reports_what_each_min_score_keeps(cli, tmp_path, sample_slice):
     metrics = tmp_path / "m.json"
-    cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--output", metrics)
+    cli("eval", sample_slice / "news_slice.csv", "--label-col", "category", "--output", metrics)
     report = json.loads(metrics.read_text())
     coverage = report["coverage"]
     assert [row["threshold"] for row in coverage] == [round(0.1 * k, 1) for k in range(1, 10)]
@@ -195,13 +195,14 @@ def test_eval_reports_what_each_min_score_keeps(cli, tmp_path):
     assert report["calibration"]["ece"] >= 0 and "score_calibration" in report
 
 
-def test_eval_calibrate_with_adapt_fits_only_the_adapt_temperature(cli, tmp_path):
+def test_eval_calibrate_with_adapt_fits_only_the_adapt_temperature(cli, tmp_path, sample_slice):
+    sample = sample_slice / "news_three_languages.csv"  # 84 rows, 28 a language: each centred on its own
     plain = tmp_path / "plain.safetensors"
-    cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--calibrate", "--out-prompt", plain)
+    cli("eval", sample, "--label-col", "category", "--calibrate", "--out-prompt", plain)
     both = tmp_path / "both.safetensors"
-    proc = cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--prompt", plain,
+    proc = cli("eval", sample, "--label-col", "category", "--prompt", plain,
                "--adapt-by", "lang", "--calibrate", "--out-prompt", both)
-    assert "the --adapt temperature fitted on 315 rows" in " ".join(proc.stderr.decode().split())
+    assert "the --adapt temperature fitted on 84 rows" in " ".join(proc.stderr.decode().split())
     first, second = SoftPrompt.load(plain).meta.calibration, SoftPrompt.load(both).meta.calibration
     assert second["temperature"] == first["temperature"], "the plain temperature is kept"
     assert second["adapted_temperature"] != first["adapted_temperature"]

@@ -11,7 +11,7 @@ import sys
 import polars as pl
 import pytest
 
-from conftest import SAMPLES, SIB_LABELS
+from conftest import SAMPLES, SIB_LABELS, SLICE_ROWS
 
 LABELS = SIB_LABELS.split(",")
 
@@ -38,10 +38,11 @@ def test_csv_to_csv_keeps_every_row_and_column(cli_process, tmp_path):
     assert accuracy > 0.6, accuracy  # chance is 1/7
 
 
-def test_jsonl_to_parquet_with_all_scores_and_top_k(cli, tmp_path):
+def test_jsonl_to_parquet_with_all_scores_and_top_k(cli, tmp_path, sample_slice):
+    sample = sample_slice / "news_slice.jsonl"
     out = tmp_path / "tagged.parquet"
-    cli("label", SAMPLES / "news_multilingual.jsonl", "--labels", SIB_LABELS, "--out", out, "--all-scores", "--top-k", "3")
-    src = pl.read_ndjson(SAMPLES / "news_multilingual.jsonl")
+    cli("label", sample, "--labels", SIB_LABELS, "--out", out, "--all-scores", "--top-k", "3")
+    src = pl.read_ndjson(sample)
     got = pl.read_parquet(out)
     assert got.height == src.height
     assert got.select(src.columns).equals(src), "JSON types and values preserved"
@@ -72,9 +73,9 @@ def test_stdin_jsonl_is_sniffed_and_empty_text_keeps_its_row(cli_process, tmp_pa
     assert out[1]["label"] is None and out[2]["label"] is None
 
 
-def test_multi_label_column(cli, tmp_path):
+def test_multi_label_column(cli, tmp_path, sample_slice):
     out = tmp_path / "m.jsonl"
-    cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--multi-label", "--threshold", "0.2", "--out", out)
+    cli("label", sample_slice / "news_slice.csv", "--labels", SIB_LABELS, "--multi-label", "--threshold", "0.2", "--out", out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     for row in rows:
         chosen = row["labels"].split("|") if row["labels"] else []
@@ -124,11 +125,11 @@ def test_bad_label_lists(cli, bad):
     assert proc.returncode == 1 and b"Traceback" not in proc.stderr and proc.stderr.strip()
 
 
-def test_labels_file_with_multilingual_names(cli, tmp_path):
+def test_labels_file_with_multilingual_names(cli, tmp_path, sample_slice):
     out = tmp_path / "o.csv"
-    cli("label", SAMPLES / "news_multilingual.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
+    cli("label", sample_slice / "news_slice.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
     got = _read_csv(out)
-    assert len(got) == 315 and {r["label"] for r in got} <= set(LABELS)
+    assert len(got) == SLICE_ROWS and {r["label"] for r in got} <= set(LABELS)
 
 
 def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_path):
@@ -149,11 +150,11 @@ def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_
     assert [r["text"] for r in without] == [r["text"] for r in with_lexicon]
 
 
-def test_status_lines_are_never_wrapped(cli, tmp_path):
+def test_status_lines_are_never_wrapped(cli, tmp_path, sample_slice):
     """A log from cron keeps one event per line, however narrow the terminal says it is."""
     out = tmp_path / ("a-rather-long-folder-name-" * 3)
     out.mkdir()
-    proc = cli("label", SAMPLES / "news_multilingual.jsonl", "--labels", "sports,politics", "--out", out / "o.csv",
+    proc = cli("label", sample_slice / "news_slice.jsonl", "--labels", "sports,politics", "--out", out / "o.csv",
                env={"COLUMNS": "40"})
     lines = proc.stderr.decode().splitlines()
     assert len(lines) == 2 and all(line.startswith("rosprompt: ") for line in lines), lines

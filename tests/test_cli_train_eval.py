@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import SAMPLES, SIB, SIB_LABELS, requires_sib
+from conftest import SAMPLES, SIB, SIB_LABELS, SLICE_ROWS, requires_sib
 
 
 def test_eval_on_samples_is_well_above_chance(cli_process, tmp_path):
@@ -25,7 +25,7 @@ def test_eval_on_samples_is_well_above_chance(cli_process, tmp_path):
         assert heading in text
 
 
-def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path):
+def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path, sample_slice):
     from rosprompt_cli.prompt import SoftPrompt
 
     prompt = SoftPrompt.load(trained_prompt)
@@ -37,16 +37,17 @@ def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path
     assert meta.hyperparameters["epochs"] == 4 and meta.metrics["train_examples"] == 56
     assert trained_prompt.stat().st_size < 64_000
 
+    sample = sample_slice / "news_slice.csv"  # all 11 languages and 7 categories of the sample
     out = tmp_path / "tagged.parquet"
-    cli("label", SAMPLES / "news_multilingual.csv", "--labels", SIB_LABELS, "--prompt", trained_prompt, "--out", out)
+    cli("label", sample, "--labels", SIB_LABELS, "--prompt", trained_prompt, "--out", out)
     import polars as pl
 
     tagged = pl.read_parquet(out)
-    assert tagged.height == 315
+    assert tagged.height == SLICE_ROWS
     prompted_acc = (tagged["label"] == tagged["category"]).mean()
 
     metrics = tmp_path / "m.json"
-    cli("eval", SAMPLES / "news_multilingual.csv", "--label-col", "category", "--prompt", trained_prompt, "--output", metrics)
+    cli("eval", sample, "--label-col", "category", "--prompt", trained_prompt, "--output", metrics)
     report = json.loads(metrics.read_text())
     assert abs(report["accuracy"] - prompted_acc) < 1e-9, "label and eval agree"
     assert report["accuracy"] > 0.6
