@@ -230,9 +230,10 @@ def trained_prompt(cli: InProcessCLI, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def sample_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Parts of the multilingual sample in this folder, for tests that compare two ways of
-    running the same thing (torch and ONNX Runtime, the library and the CLI, with and without
-    --adapt) at a fraction of the whole sample's model work:
+    """Parts of the multilingual sample in this folder, for tests whose claim does not need all
+    315 rows (two ways of running the same thing compared: torch and ONNX Runtime, the library and
+    the CLI, with and without --adapt; an output's shape; a message) at a fraction of the whole
+    sample's model work:
     - news_slice.csv and news_slice.jsonl: every fifth row, 63 rows with all 11 of its languages
       and all 7 of its categories;
     - news_three_languages.csv: every row in Swahili, Russian and Chinese (84 rows; 28 a language,
