@@ -95,10 +95,10 @@ class TableSource:
         text = text_col or ""
         if self.fmt in DELIMITED:
             self.findings = check_csv(self.path, self.display, self.separator, text, sink, self.unclosed_quote,
-                                    self.key_col)
+                                      self.key_col)
             if self.separator != separator(self.fmt):
-                self.findings.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header line "
-                                         f"has no {separator(self.fmt)!r})")
+                self.findings.notes.append(f"{self.display}: fields separated by {self.separator!r} (its header "
+                                           f"line has no {separator(self.fmt)!r})")
         elif self.fmt == "jsonl":
             self.findings = self._check_jsonl(text, sink)
         else:

@@ -43,7 +43,7 @@ class TrainConfig:
     # RoSPrompt ingredients (objective.py); all off = plain cross-entropy soft prompt tuning.
     language_keep: float = 1.0  # label-language dropout: fraction of label languages kept per step
     smoothing: float = 0.0  # contrastive label smoothing ε
-    penalty: str = "none"  # none | kl | variance | l2, or several joined by + (penalties.py)
+    penalty: str = NO_PENALTY  # none | kl | variance | l2, or several joined by + (penalties.py)
     penalty_weight: float = 0.0  # λ
     # Open-world negatives closer than this (cosine of class vectors) to a training class are
     # near-synonyms of it (tourism for travel), not contrasts, and are left out.

@@ -30,14 +30,9 @@ if TYPE_CHECKING:
 AUTO = "auto"
 
 
-def _embed_scorer(scorer_class: type, backbone: Backbone, prompt: SoftPrompt | None, options: None,
-                  max_length: int | None) -> Scorer:
-    return scorer_class(backbone, prompt, max_length=max_length)
-
-
-def _mlm_scorer(scorer_class: type, backbone: Backbone, prompt: SoftPrompt | None, options: MlmOptions,
-                max_length: int | None) -> Scorer:
-    return scorer_class(backbone, prompt, options, max_length=max_length)
+def _from_module(module: str, name: str) -> Any:
+    """`name` from the module `module` of verbalizers/, imported now if it was not yet."""
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def _has_mlm_head(backbone: Backbone) -> bool:
@@ -61,32 +56,28 @@ def _mlm_prompt_fields(config: HeadConfig) -> dict:
 @dataclass(frozen=True)
 class Verbalizer:
     """One registry entry: the module of verbalizers/ holding its scorer and training head
-    (imported on first use: `scorer_class`, `head`) and how to build a scorer, its options class
-    (None: it takes no options, and an option given is refused in one line), which backbones it
-    needs (`require` raises the one-line refusal) or suits (`suits`: the auto choice), and what a
-    prompt trained with it stores (`prompt_fields`: PromptMeta's verbalizer_options and
+    (imported on first use: `scorer_class`, `head`), its options class (None: it takes no options,
+    and an option given is refused in one line; else its scorer takes them as `options=`), which
+    backbones it needs (`require` raises the one-line refusal) or suits (`suits`: the auto
+    choice), and what a prompt trained with it stores (`prompt_fields`: PromptMeta's verbalizer_options and
     temperature, from the training config). Whether it can centre text vectors (--adapt) is its
     scorer class's `centres_text_vectors`."""
 
     module: str
     scorer_name: str
     head_name: str
-    build: Callable[[type, Backbone, SoftPrompt | None, Any, int | None], Scorer]  # options: an `options` instance
     options: type[MlmOptions] | None
     suits: Callable[[Backbone], bool]
     require: Callable[[Backbone], None]
     prompt_fields: Callable[[HeadConfig], dict]
 
-    def _load(self, name: str) -> Any:
-        return getattr(importlib.import_module(f"{__name__}.{self.module}"), name)
-
     @property
     def scorer_class(self) -> type[ScorerBase]:
-        return self._load(self.scorer_name)
+        return _from_module(self.module, self.scorer_name)
 
     @property
     def head(self) -> type[TrainingHead]:
-        return self._load(self.head_name)
+        return _from_module(self.module, self.head_name)
 
     def resolve_options(self, prompt: SoftPrompt | None, given: MlmOverrides) -> MlmOptions | None:
         """The options a scorer runs with: the prompt's, with every option given in their place."""
@@ -97,16 +88,17 @@ class Verbalizer:
 
     def scorer(self, backbone: Backbone, prompt: SoftPrompt | None, given: MlmOverrides,
                max_length: int | None) -> Scorer:
-        return self.build(self.scorer_class, backbone, prompt, self.resolve_options(prompt, given), max_length)
+        options = self.resolve_options(prompt, given)
+        takes = {} if options is None else {"options": options}
+        return self.scorer_class(backbone, prompt, max_length=max_length, **takes)
 
 
 # In order of preference for --verbalizer auto: the first that suits the backbone is chosen. Each
 # key is its scorer class's `verbalizer` (test_structure checks it).
 REGISTRY: dict[str, Verbalizer] = {
-    "mlm": Verbalizer("mlm", "MlmScorer", "MlmHead", _mlm_scorer, MlmOptions, _has_mlm_head, _require_mlm_head,
-                      _mlm_prompt_fields),
-    "embed": Verbalizer("embed", "EmbeddingScorer", "EmbedHead", _embed_scorer, None, lambda b: True,
-                        lambda b: None, _embed_prompt_fields),
+    "mlm": Verbalizer("mlm", "MlmScorer", "MlmHead", MlmOptions, _has_mlm_head, _require_mlm_head, _mlm_prompt_fields),
+    "embed": Verbalizer("embed", "EmbeddingScorer", "EmbedHead", None, lambda b: True, lambda b: None,
+                        _embed_prompt_fields),
 }
 CHOICES = (AUTO, *REGISTRY)
 # The verbalizer of a prompt file that names none: every file written before the MLM verbalizer.
@@ -170,7 +162,7 @@ _LAZY = {"EmbeddingScorer": "embed", "MlmScorer": "mlm", "NamePool": "base", "Sc
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    return _from_module(_LAZY[name], name)
 
 
 __all__ = [
