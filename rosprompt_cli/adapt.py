@@ -96,14 +96,20 @@ class Centres:
         return sums.centres()
 
     def centre(self, vectors: torch.Tensor, groups: Sequence[str] | np.ndarray) -> torch.Tensor:
-        """Text vectors [B, H] minus their group's mean, normalised again (the scores are cosines)."""
+        """Text vectors [B, H] minus their group's mean, normalised again (the scores are cosines).
+        The rows `moves` says stay are returned as they came, not normalised again: their scores
+        are those of a run without --adapt to the bit, on every CPU."""
         import torch  # here, not at the top: the options above are read without torch (--help)
         import torch.nn.functional as F
 
         names, row_group = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
         table = np.stack([self.means.get(str(name), self.fallback) for name in names])  # one row per group
         shifted = vectors.float() - torch.from_numpy(table[row_group.reshape(-1)]).to(vectors.device)
-        return F.normalize(shifted, dim=-1).to(vectors.dtype)
+        centred = F.normalize(shifted, dim=-1).to(vectors.dtype)
+        moved = self.moves(groups)
+        if moved.all():
+            return centred
+        return torch.where(torch.from_numpy(moved).to(vectors.device).unsqueeze(-1), centred, vectors)
 
     def digest(self) -> str:
         """Identifies the estimate, for a resumed run's fingerprint."""
