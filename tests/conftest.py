@@ -1,6 +1,14 @@
 """Shared fixtures: one model cache per test session, the CLI in this process (`cli`, one
 scorer cache per pytest worker) and in a real process (`cli_process`), and what is expensive to
-make (a trained prompt, a tiny masked LM) made once per pytest run and shared by its workers."""
+make (a trained prompt, a tiny masked LM) made once per pytest run and shared by its workers.
+
+Two models, two tiers of claims:
+- the tiny test encoder (`tiny_model`; `tiny_cli` and `tiny_cli_process` run every train,
+  label and eval on it) for claims about files, bytes, exit codes, messages, resume, locks and
+  engines: deterministic labels in well under a millisecond a text;
+- the bundled model (`cli`, `cli_process`, `backbone`) where the claim is about the model:
+  accuracy, the shipped prompt, ONNX-vs-torch parity, int8 and bfloat16 agreement, calibration,
+  what --adapt does to the scores, README's examples as written, and one smoke test per command."""
 
 from __future__ import annotations
 
@@ -25,6 +33,10 @@ requires_sib = pytest.mark.skipif(
 )
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`-n`, on by default in pyproject.toml), split the cores between the
     workers: each worker's model runs, in process and in the CLI processes it starts, take their
@@ -32,8 +44,16 @@ def pytest_configure(config: pytest.Config) -> None:
     between runs would. Workers that each took every core would slow one another down severalfold."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // workers))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than there are cores (pyproject.toml caps it at 4). Most tests
+    run on the tiny test encoder now, and spend much of their time starting processes, waiting
+    for a lock or a signal, or in Ray's start-up: on 2 cores three workers ran the suite in 0.9x
+    the time two did (bench/results/test_durations.md), where the model-bound suite before them
+    had run slower with three."""
+    return _cores() + 1
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,13 +104,26 @@ class CLI:
     shows (signals, kill -9, pipes, locks between processes, FIFOs, resource limits, the
     installed command) and one smoke test per command."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, model: str | None = None) -> None:
         self.env = os.environ | {"ROSPROMPT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        self.model = model
+
+    def argv(self, args: tuple) -> list[str]:
+        """The command line of `rosprompt ARGS`: with this runner's `--model` after a train,
+        label or eval command that names none (`tiny_cli`: every such run on the tiny encoder)."""
+        argv = [str(a) for a in args]
+        if self.model is not None and argv and argv[0] in COMMANDS and "--model" not in argv:
+            argv += ["--model", self.model]
+        return argv
+
+    def command(self, *args: object) -> list[str]:
+        """`rosprompt ARGS` as a process's argv, for tests that start the process themselves."""
+        return [sys.executable, "-m", "rosprompt_cli", *self.argv(args)]
 
     def __call__(self, *args: object, input: bytes | None = None, cwd: Path | None = None, check: bool = True,
                  env: dict | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [sys.executable, "-m", "rosprompt_cli", *map(str, args)],
+            self.command(*args),
             input=input,
             capture_output=True,
             cwd=cwd or REPO,
@@ -162,15 +195,15 @@ class InProcessCLI(CLI):
     scorer taken from one cache per pytest worker (the model loads once, not once per command).
     Signal handlers are not installed: tests of signals use `cli_process`."""
 
-    def __init__(self, home: Path, scorers: object) -> None:
-        super().__init__(home)
+    def __init__(self, home: Path, scorers: object, model: str | None = None) -> None:
+        super().__init__(home, model)
         self.scorers = scorers
 
     def __call__(self, *args: object, input: bytes | None = None, cwd: Path | None = None, check: bool = True,
                  env: dict | None = None) -> subprocess.CompletedProcess:
         from rosprompt_cli.commands import run
 
-        argv = [str(a) for a in args]
+        argv = self.argv(args)
         streams = {name: io.BytesIO() for name in ("stdout", "stderr")}
         stdin = io.TextIOWrapper(io.BytesIO(input or b""), encoding="utf-8")
         stdout, stderr = (io.TextIOWrapper(streams[name], encoding="utf-8", write_through=True)
@@ -217,6 +250,19 @@ def cli_process(rosprompt_home: Path) -> CLI:
 
 
 @pytest.fixture(scope="session")
+def tiny_cli(rosprompt_home: Path, scorer_cache, tiny_model: str) -> InProcessCLI:
+    """`cli` with every train, label and eval run on the tiny test encoder (`--model`), for
+    claims about files, bytes, exit codes, messages and resume."""
+    return InProcessCLI(rosprompt_home, scorer_cache, tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_process(rosprompt_home: Path, tiny_model: str) -> CLI:
+    """`cli_process` on the tiny test encoder."""
+    return CLI(rosprompt_home, tiny_model)
+
+
+@pytest.fixture(scope="session")
 def trained_prompt(cli: InProcessCLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prompt trained through the CLI on the English sample (few epochs: a test, not a
     benchmark), once per pytest run."""
@@ -256,6 +302,62 @@ def backbone(rosprompt_home: Path):
     from rosprompt_cli.backbone import load_backbone
 
     return load_backbone(None, "cpu")
+
+
+TINY_ENCODER_SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def make_tiny_encoder(out: Path) -> None:
+    """The bundled model's architecture (BertModel, XLM-R vocabulary, 512 positions) at 2 layers
+    and hidden size 32, with weights drawn from a fixed seed, and the bundled model's real
+    tokenizer, saved as a Hugging Face folder: what `--model DIR` takes. No masked-LM head, so it
+    runs the embedding verbalizer, as the bundled model does."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from rosprompt_cli.bundled import bundled_model_dir
+
+    source = bundled_model_dir()
+    config = BertConfig.from_pretrained(source)
+    for key, value in TINY_ENCODER_SIZES.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, out / name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(rosprompt_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny test encoder's folder (make_tiny_encoder), made once per pytest run and shared by
+    its workers, for `--model` in process and in real processes: the model for claims about
+    files, bytes, exit codes, messages and resume, which need labels that are deterministic, not
+    good. It scores a text in well under a millisecond; its ONNX export is cached once per run,
+    as the bundled model's is."""
+    return str(made_once(tmp_path_factory, "tiny-encoder", make_tiny_encoder))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_model: str):
+    """The tiny test encoder loaded on the CPU, for library tests of code that runs any backbone
+    the same way (batching, training loops, prompt files)."""
+    from rosprompt_cli.backbone import load_backbone
+
+    return load_backbone(tiny_model, "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_prompt(tiny_cli: InProcessCLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prompt of 8 vectors trained through the CLI on the tiny test encoder (the English
+    sample, 2 epochs), once per pytest run."""
+    def train(out: Path) -> None:
+        out.mkdir()
+        tiny_cli("train", SAMPLES / "train_en.csv", "--dev", SAMPLES / "dev_en.csv", "--epochs", "2", "--lr", "0.02",
+                 "--prompt-len", "8", "--out", out / "tiny.safetensors")
+
+    return made_once(tmp_path_factory, "tiny-trained-prompt", train) / "tiny.safetensors"
 
 
 @pytest.fixture(scope="session")
