@@ -4,8 +4,8 @@ the byte, bounded in what it embeds, and refused in one line where it cannot wor
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,50 +56,49 @@ def _label(cli, *args: object, check: bool = True, src: Path = SAMPLES / "news_m
     return cli("label", src, "--labels-file", LABELS_FILE, *args, check=check)
 
 
-def test_label_adapt_is_deterministic_and_changes_the_scores(cli, cli_process, tmp_path, sample_slice):
+def test_label_adapt_is_deterministic_and_changes_the_scores(tiny_cli, tiny_cli_process, tmp_path, sample_slice):
     src = sample_slice / "news_three_languages.csv"  # 84 rows, 28 in each of 3 languages
-    _label(cli, "--out", tmp_path / "plain.csv", src=src)
-    first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json", src=src)
+    _label(tiny_cli, "--out", tmp_path / "plain.csv", src=src)
+    first = _label(tiny_cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json", src=src)
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
     assert b"centred on 3 groups, from 84 sampled rows" in first.stderr
     assert json.loads((tmp_path / "run.json").read_text())["adapt"] == "centred on 3 groups, from 84 sampled rows"
     assert [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name] == [], "no centres file left behind"
     # a second run, from stdin (read from its spooled copy): the same bytes
-    piped = subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", "-", "--labels-file", str(LABELS_FILE),
-                            "--adapt-by", "lang"], input=src.read_bytes(),
-                           capture_output=True, cwd=tmp_path, env=cli_process.env, check=True)
+    piped = subprocess.run(tiny_cli_process.command("label", "-", "--labels-file", LABELS_FILE, "--adapt-by", "lang"),
+                           input=src.read_bytes(), capture_output=True, cwd=tmp_path, env=tiny_cli_process.env,
+                           check=True)
     assert piped.stdout == (tmp_path / "a.csv").read_bytes()
 
 
-def test_label_adapt_resumes_to_the_uninterrupted_output(cli, tmp_path):
-    from test_cli_reliability import _start, _wait_for_progress
+def test_label_adapt_resumes_to_the_uninterrupted_output(tiny_cli, tmp_path):
+    from test_cli_reliability import MANY, _interrupt, _resumed_row, _start, _wait_for_progress
 
     src = tmp_path / "feed.jsonl"
     topics = ["The keeper saved a penalty in the derby", "Parliament passed the budget", "Mwanasiasa ashinda uchaguzi",
               "Timu ya taifa yashinda mechi"]
     with open(src, "w", encoding="utf-8") as fh:
-        for i in range(240):
+        for i in range(MANY):
             fh.write(json.dumps({"id": i, "lang": "sw" if i % 4 >= 2 else "en", "text": f"{topics[i % 4]} ({i})"}) + "\n")
     common = [src, "--labels", "sports,politics", "--adapt-by", "lang", "--adapt-sample", "100", "--chunk-rows", "50",
               "--batch-size", "16"]
-    cli("label", *common, "--out", tmp_path / "reference.jsonl")
+    tiny_cli("label", *common, "--out", tmp_path / "reference.jsonl")
     out = tmp_path / "o.jsonl"
-    proc = _start(cli, *common, "--out", out)
+    proc = _start(tiny_cli, *common, "--out", out)
     _wait_for_progress(tmp_path / ".o.jsonl.rosprompt-state", proc, 100)
-    proc.kill()
-    proc.communicate()
+    _interrupt(proc, signal.SIGKILL, -signal.SIGKILL)
     assert (tmp_path / ".o.jsonl.rosprompt-centres").exists(), "the centres are kept for --resume"
-    resumed = cli("label", *common, "--out", out, "--resume")
-    assert b"resumed at row" in resumed.stderr
+    resumed = tiny_cli("label", *common, "--out", out, "--resume")
+    assert _resumed_row(resumed.stderr, MANY) >= 100
     assert out.read_bytes() == (tmp_path / "reference.jsonl").read_bytes()
     assert not (tmp_path / ".o.jsonl.rosprompt-centres").exists()
     # other adapt options are another run: the complete output is not taken for theirs
-    other = cli("label", src, "--labels", "sports,politics", "--adapt", "--chunk-rows", "50", "--batch-size", "16",
-                "--out", out, "--resume", check=False)
+    other = tiny_cli("label", src, "--labels", "sports,politics", "--adapt", "--chunk-rows", "50", "--batch-size",
+                     "16", "--out", out, "--resume", check=False)
     assert other.returncode == 1 and b"options changed" in other.stderr, other.stderr
 
 
-def test_adapt_is_refused_in_one_line_where_it_cannot_work(cli, tmp_path, tiny_mlm_dir):
+def test_adapt_is_refused_in_one_line_where_it_cannot_work(tiny_cli, tmp_path, tiny_mlm_dir):
     ids = tmp_path / "ids.csv"
     ids.write_text("id,text\n" + "".join(f"{i},text number {i}\n" for i in range(1_001)), encoding="utf-8")
     cases = [
@@ -109,25 +108,25 @@ def test_adapt_is_refused_in_one_line_where_it_cannot_work(cli, tmp_path, tiny_m
         (["--adapt", "--model", tiny_mlm_dir, "--verbalizer", "mlm", "--no-prompt"], "--adapt centres the text vectors"),
     ]
     for args, message in cases:
-        proc = _label(cli, *args, "--out", tmp_path / "o.parquet", check=False)
+        proc = _label(tiny_cli, *args, "--out", tmp_path / "o.parquet", check=False)
         err = proc.stderr.decode()
         assert proc.returncode == 1 and message in err and "Traceback" not in err, (args, err)
         assert not (tmp_path / "o.parquet").exists()
-    proc = cli("label", ids, "--labels", "a,b", "--adapt-by", "id", "--out", tmp_path / "o.csv", check=False)
+    proc = tiny_cli("label", ids, "--labels", "a,b", "--adapt-by", "id", "--out", tmp_path / "o.csv", check=False)
     assert proc.returncode == 1 and b"more than 1,000 values" in proc.stderr, proc.stderr
 
 
-def test_eval_adapt_measures_what_label_adapt_does(cli, tmp_path, sample_slice):
+def test_eval_adapt_measures_what_label_adapt_does(tiny_cli, tmp_path, sample_slice):
     src = sample_slice / "news_three_languages.csv"  # 84 rows, 28 in each of 3 languages, all 7 categories
     args = [src, "--label-col", "category", "--lang-col", "lang"]
-    cli("eval", *args, "--output", tmp_path / "plain.json")
-    cli("eval", *args, "--adapt-by", "lang", "--output", tmp_path / "adapted.json")
+    tiny_cli("eval", *args, "--output", tmp_path / "plain.json")
+    tiny_cli("eval", *args, "--adapt-by", "lang", "--output", tmp_path / "adapted.json")
     plain, adapted = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "adapted.json"))
     assert "centred on 3 groups" in adapted["prompt"] and "centred" not in plain["prompt"]
     assert adapted["per_label"] != plain["per_label"]
     # eval's predictions are label's: the same rows get the same labels
     gold = "entertainment,geography,health,politics,science/technology,sports,travel"  # eval's label set
-    cli("label", src, "--labels", gold, "--adapt-by", "lang", "--out", tmp_path / "tagged.csv")
+    tiny_cli("label", src, "--labels", gold, "--adapt-by", "lang", "--out", tmp_path / "tagged.csv")
     import csv
 
     with open(tmp_path / "tagged.csv", newline="", encoding="utf-8") as fh:

@@ -44,7 +44,8 @@ def test_batches_cover_every_row_once_shortest_first_trimmed_to_their_longest():
     assert widths == [2, 7, 9]  # lengths sorted: [1 2 2] [3 5 7] [9]
 
 
-def test_encode_texts_right_pads_and_truncates(backbone):
+def test_encode_texts_right_pads_and_truncates(tiny_backbone):
+    backbone = tiny_backbone  # the bundled model's tokenizer
     texts = ["kurz", "a much longer sentence about rivers, mountains, lakes and the sea " * 5, "mittel lang hier"]
     encoded = encode_texts(backbone.tokenizer, texts, max_tokens=12)
     assert encoded.input_ids.shape == (3, 12)
@@ -56,16 +57,16 @@ def test_encode_texts_right_pads_and_truncates(backbone):
     assert len(encode_texts(backbone.tokenizer, [], 12)) == 0
 
 
-def test_max_length_truncates_the_text_never_the_prompt(backbone, trained_prompt):
+def test_max_length_truncates_the_text_never_the_prompt(tiny_backbone, tiny_trained_prompt):
     from rosprompt_cli.errors import RosPromptError
     from rosprompt_cli.prompt import SoftPrompt
 
-    prompt = SoftPrompt.load(trained_prompt)  # 8 prompt vectors
-    scorer = EmbeddingScorer(backbone, prompt, max_length=20)
+    prompt = SoftPrompt.load(tiny_trained_prompt)  # 8 prompt vectors
+    scorer = EmbeddingScorer(tiny_backbone, prompt, max_length=20)
     encoded = scorer.encode(["word " * 200])
     assert encoded.lengths.max() == 20 - 8  # the prompt keeps its 8 positions inside the limit
     with pytest.raises(RosPromptError, match="--max-length 10: leaves 2 tokens"):
-        EmbeddingScorer(backbone, prompt, max_length=10).encode(["text"])
+        EmbeddingScorer(tiny_backbone, prompt, max_length=10).encode(["text"])
 
 
 # ---------------------------------------------------------------- prefetch
@@ -130,10 +131,12 @@ def _label_file(scorer, path, tmp_path, batch_size, chunk_rows, name) -> pl.Data
     return pl.read_parquet(out)
 
 
-def test_batch_size_chunking_and_input_order_never_change_a_rows_label(backbone, trained_prompt, tmp_path):
+def test_batch_size_chunking_and_input_order_never_change_a_rows_label(tiny_backbone, tiny_trained_prompt, tmp_path):
+    """On the tiny test encoder, which is the bundled architecture: padding, masks and buckets are
+    the same code and the same arithmetic whatever the size of the network."""
     from rosprompt_cli.prompt import SoftPrompt
 
-    scorer = EmbeddingScorer(backbone, SoftPrompt.load(trained_prompt))
+    scorer = EmbeddingScorer(tiny_backbone, SoftPrompt.load(tiny_trained_prompt))
     frame = _varied_frame()
     path = tmp_path / "in.jsonl"
     frame.write_ndjson(path)
@@ -233,7 +236,8 @@ def test_batches_bounded_by_tokens_and_the_gpu_slices_are_the_same_batches():
         assert torch.equal(pa, pb) and torch.equal(ia, ib) and torch.equal(ma, mb)
 
 
-def test_encode_texts_gives_the_ids_of_the_tokenizers_own_call(backbone):
+def test_encode_texts_gives_the_ids_of_the_tokenizers_own_call(tiny_backbone):
+    backbone = tiny_backbone  # the bundled model's tokenizer
     texts = ["", "Ok.", "Il pleut.  Beaucoup!", "科学家发现了一种新的治疗方法。", "a " * 600, "<mask> and </s> inside"]
     encoded = encode_texts(backbone.tokenizer, texts, max_tokens=40)
     own = backbone.tokenizer(texts, truncation=True, max_length=40, padding=True, return_tensors="np")

@@ -23,13 +23,13 @@ def _error_line(proc) -> str:
     return errors[0]
 
 
-def test_an_unpaired_surrogate_escape_sets_its_row_aside_and_keeps_every_other_value(cli_process, tmp_path):
+def test_an_unpaired_surrogate_escape_sets_its_row_aside_and_keeps_every_other_value(tiny_cli_process, tmp_path):
     src = tmp_path / "feed.jsonl"
     src.write_text('{"id": 1, "text": "' + TEXTS[0] + '"}\n'
                    '{"id": 2, "text": "broken \\ud800 text"}\n'
                    '{"id": 3, "text": "paired \\ud83d\\ude00 emoji, ' + TEXTS[1] + '"}\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    proc = cli_process("label", src, "--labels", LABELS, "--out", out, check=False)
+    proc = tiny_cli_process("label", src, "--labels", LABELS, "--out", out, check=False)
     assert proc.returncode == 4, proc.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["text"]) for r in rows] == [(1, TEXTS[0]), (3, "paired \U0001F600 emoji, " + TEXTS[1])]
@@ -38,29 +38,29 @@ def test_an_unpaired_surrogate_escape_sets_its_row_aside_and_keeps_every_other_v
     assert rejected[0]["raw"] == '{"id": 2, "text": "broken \\ud800 text"}', "the raw line, as written"
 
 
-def test_integers_beside_decimals_keep_their_value_and_an_integer_that_would_not_is_refused(cli_process, tmp_path):
+def test_integers_beside_decimals_keep_their_value_and_an_integer_that_would_not_is_refused(tiny_cli_process, tmp_path):
     src = tmp_path / "feed.jsonl"
     src.write_text("".join(json.dumps({"n": n, "text": t}) + "\n" for n, t in zip([1, 2.5, 3], TEXTS)),
                    encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    cli_process("label", src, "--labels", LABELS, "--out", out)
+    tiny_cli_process("label", src, "--labels", LABELS, "--out", out)
     # one column holds both: read as decimals, so 1 is written 1.0, the same JSON number (README)
     assert [json.loads(line)["n"] for line in out.read_text().splitlines()] == [1, 2.5, 3]
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
                            for i, t in zip([12345678901234567, 2.5, 3], TEXTS)), encoding="utf-8")
-    proc = cli_process("label", big, "--labels", LABELS, "--out", tmp_path / "big-out.jsonl", check=False)
+    proc = tiny_cli_process("label", big, "--labels", LABELS, "--out", tmp_path / "big-out.jsonl", check=False)
     line = _error_line(proc)
     assert proc.returncode == 1 and not (tmp_path / "big-out.jsonl").exists()
     assert f"{big}, line 1, column 'id': the integer 12345678901234567 would lose digits" in line, line
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
-def test_train_and_eval_advise_only_what_they_have(cli_process, tmp_path, command):
+def test_train_and_eval_advise_only_what_they_have(tiny_cli_process, tmp_path, command):
     src = tmp_path / "seed.jsonl"
     src.write_text(json.dumps({"text": TEXTS[0], "label": "sports"}) + "\n{broken\n", encoding="utf-8")
     args = ["--out", tmp_path / "p.safetensors", "--epochs", "1"] if command == "train" else []
-    proc = cli_process(command, src, *args, check=False)
+    proc = tiny_cli_process(command, src, *args, check=False)
     line = _error_line(proc)
     assert proc.returncode == 1 and f"{src}, line 2" in line and "--on-error" not in line, line
 
@@ -81,19 +81,19 @@ def test_a_csv_separated_by_semicolons_is_read_as_such_and_said(cli_process, tmp
     assert refused.returncode == 1 and "its fields look separated by '|'" in _error_line(refused)
 
 
-def test_adapt_on_too_few_distinct_texts_leaves_them_uncentred_and_says_so(cli_process, tmp_path):
+def test_adapt_on_too_few_distinct_texts_leaves_them_uncentred_and_says_so(tiny_cli_process, tmp_path):
     src = tmp_path / "same.jsonl"
     src.write_text("".join(json.dumps({"text": TEXTS[1]}) + "\n" for _ in range(30)), encoding="utf-8")
     plain, adapted, summary = tmp_path / "plain.jsonl", tmp_path / "adapted.jsonl", tmp_path / "run.json"
-    cli_process("label", src, "--labels", LABELS, "--out", plain)
-    proc = cli_process("label", src, "--labels", LABELS, "--adapt", "--out", adapted, "--summary", summary)
+    tiny_cli_process("label", src, "--labels", LABELS, "--out", plain)
+    proc = tiny_cli_process("label", src, "--labels", LABELS, "--adapt", "--out", adapted, "--summary", summary)
     err = " ".join(proc.stderr.decode().split())
     assert "--adapt left 1 group(s) as they were" in err and "fewer than 20 distinct texts" in err, err
     assert adapted.read_bytes() == plain.read_bytes(), "labels and scores of a run without --adapt"
     assert json.loads(summary.read_text())["adapt_groups_not_centred"] == 1
 
 
-def test_label_files_and_option_pairs_are_refused_in_one_line(cli_process, tmp_path):
+def test_label_files_and_option_pairs_are_refused_in_one_line(tiny_cli_process, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
     spaced = tmp_path / "labels.yaml"
@@ -106,12 +106,12 @@ def test_label_files_and_option_pairs_are_refused_in_one_line(cli_process, tmp_p
          "--quantize int8 runs int8 weights in float32 layers; it cannot be combined with --dtype bfloat16"),
     ]
     for args, fragment in cases:
-        proc = cli_process("label", src, *args, "--out", tmp_path / "out.jsonl", check=False)
+        proc = tiny_cli_process("label", src, *args, "--out", tmp_path / "out.jsonl", check=False)
         assert proc.returncode == 1 and fragment in _error_line(proc), (args, proc.stderr)
         assert not (tmp_path / "out.jsonl").exists()
 
 
-def test_a_summary_that_cannot_be_written_after_publishing_exits_6(cli, tmp_path):
+def test_a_summary_that_cannot_be_written_after_publishing_exits_6(tiny_cli, tmp_path):
     """The output is complete and published; only --summary failed: exit 6, not 1 ("nothing
     published"). The summary's folder goes away while the run labels."""
     from rosprompt_cli import LabelJob, ScorerSpec, parse_label_arg, run_label
@@ -127,9 +127,9 @@ def test_a_summary_that_cannot_be_written_after_publishing_exits_6(cli, tmp_path
             folder.rmdir()
 
     job = LabelJob(str(SAMPLES / "news_multilingual.jsonl"), parse_label_arg(LABELS), out=str(out),
-                   summary=str(folder / "run.json"), scorer=ScorerSpec())
+                   summary=str(folder / "run.json"), scorer=ScorerSpec(model=tiny_cli.model))
     with pytest.raises(SummaryNotWritten) as caught:
-        run_label(job, on_event=remove_folder, scorer=cli.scorers)
+        run_label(job, on_event=remove_folder, scorer=tiny_cli.scorers)
     assert caught.value.exit_code == ExitCode.SUMMARY_NOT_WRITTEN == 6
     assert f"{out} is complete" in str(caught.value)
     assert len(out.read_text(encoding="utf-8").splitlines()) == 315
@@ -148,7 +148,7 @@ def test_a_parquet_text_column_of_utf8_bytes_is_labelled_and_bad_bytes_set_aside
     assert [(r["line"], r["column"], r["reason"]) for r in rejected] == [(2, "text", "not UTF-8")]
 
 
-def test_parquet_rows_set_aside_for_bytes_and_for_keys_are_named_by_their_row_in_the_file(cli, tmp_path):
+def test_parquet_rows_set_aside_for_bytes_and_for_keys_are_named_by_their_row_in_the_file(tiny_cli, tmp_path):
     """Bytes that are not UTF-8 and a blank --new-only-by key in one Parquet file: each row is
     named by its place in the file (not in a copy without the other kind), set aside once (its
     text first), and the empty text counted only among the rows kept."""
@@ -158,7 +158,7 @@ def test_parquet_rows_set_aside_for_bytes_and_for_keys_are_named_by_their_row_in
         "text": [TEXTS[0].encode(), b"\xff bad", "médico".encode(), b"\xfe both", b"  ", "fin".encode()],
     }).write_parquet(src)
     out, summary = tmp_path / "out.jsonl", tmp_path / "run.json"
-    proc = cli("label", src, "--labels", LABELS, "--new-only-by", "id", "--out", out, "--summary", summary, check=False)
+    proc = tiny_cli("label", src, "--labels", LABELS, "--new-only-by", "id", "--out", out, "--summary", summary, check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 4, err
     rejected = [json.loads(line) for line in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
@@ -170,17 +170,17 @@ def test_parquet_rows_set_aside_for_bytes_and_for_keys_are_named_by_their_row_in
     assert "1 rows have empty or missing text (rows 5)" in err, err
 
 
-def test_a_summary_that_cannot_be_written_after_publishing_exits_6_in_a_real_process(cli, cli_process, tmp_path):
+def test_a_summary_that_cannot_be_written_after_publishing_exits_6_in_a_real_process(tiny_cli, tiny_cli_process, tmp_path):
     """The same through the command: its files may not grow past 1,000 bytes, which the
     one-row output fits and the summary does not (the model cache is made first, in process)."""
     from test_filesystem_conditions import _with_file_size_limit
 
     src = tmp_path / "one.jsonl"
     src.write_text(json.dumps({"text": TEXTS[0]}) + "\n", encoding="utf-8")
-    cli("label", src, "--labels", LABELS, "--out", tmp_path / "warm.jsonl")
+    tiny_cli("label", src, "--labels", LABELS, "--out", tmp_path / "warm.jsonl")
     out, summary = tmp_path / "out.jsonl", tmp_path / "run.json"
-    proc = _with_file_size_limit([str(src), "--labels", LABELS, "--out", str(out), "--summary", str(summary)],
-                                 cli_process.env, 1000)
+    proc = _with_file_size_limit(tiny_cli_process, [str(src), "--labels", LABELS, "--out", str(out), "--summary",
+                                                    str(summary)], 1000)
     line = _error_line(proc)
     assert proc.returncode == 6, proc.stderr
     assert f"--summary {summary}: cannot write" in line and f"{out} is complete" in line, line
@@ -188,13 +188,13 @@ def test_a_summary_that_cannot_be_written_after_publishing_exits_6_in_a_real_pro
 
 
 @pytest.mark.parametrize("role", ["input", "--out"])
-def test_a_symlink_loop_is_one_line_in_a_real_process(cli_process, tmp_path, role):
+def test_a_symlink_loop_is_one_line_in_a_real_process(tiny_cli_process, tmp_path, role):
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": TEXTS[0]}) + "\n", encoding="utf-8")
     args = [tmp_path / "a", "--out", tmp_path / "o.jsonl"] if role == "input" else [src, "--out", tmp_path / "a"]
-    proc = cli_process("label", *args, "--labels", LABELS, check=False)
+    proc = tiny_cli_process("label", *args, "--labels", LABELS, check=False)
     line = _error_line(proc)
     assert proc.returncode == 1 and f"{tmp_path / 'a'}" in line and "symlink loop" in line, line
     assert src.read_text(encoding="utf-8") == json.dumps({"text": TEXTS[0]}) + "\n"

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import subprocess
-import sys
 
 import polars as pl
 import pytest
@@ -38,10 +37,10 @@ def test_csv_to_csv_keeps_every_row_and_column(cli_process, tmp_path):
     assert accuracy > 0.6, accuracy  # chance is 1/7
 
 
-def test_jsonl_to_parquet_with_all_scores_and_top_k(cli, tmp_path, sample_slice):
+def test_jsonl_to_parquet_with_all_scores_and_top_k(tiny_cli, tmp_path, sample_slice):
     sample = sample_slice / "news_slice.jsonl"
     out = tmp_path / "tagged.parquet"
-    cli("label", sample, "--labels", SIB_LABELS, "--out", out, "--all-scores", "--top-k", "3")
+    tiny_cli("label", sample, "--labels", SIB_LABELS, "--out", out, "--all-scores", "--top-k", "3")
     src = pl.read_ndjson(sample)
     got = pl.read_parquet(out)
     assert got.height == src.height
@@ -73,9 +72,9 @@ def test_stdin_jsonl_is_sniffed_and_empty_text_keeps_its_row(cli_process, tmp_pa
     assert out[1]["label"] is None and out[2]["label"] is None
 
 
-def test_multi_label_column(cli, tmp_path, sample_slice):
+def test_multi_label_column(tiny_cli, tmp_path, sample_slice):
     out = tmp_path / "m.jsonl"
-    cli("label", sample_slice / "news_slice.csv", "--labels", SIB_LABELS, "--multi-label", "--threshold", "0.2", "--out", out)
+    tiny_cli("label", sample_slice / "news_slice.csv", "--labels", SIB_LABELS, "--multi-label", "--threshold", "0.2", "--out", out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     for row in rows:
         chosen = row["labels"].split("|") if row["labels"] else []
@@ -84,17 +83,17 @@ def test_multi_label_column(cli, tmp_path, sample_slice):
             assert chosen[0] == row["label"], "labels are ordered by score"
 
 
-def test_existing_output_needs_force(cli, tmp_path):
+def test_existing_output_needs_force(tiny_cli, tmp_path):
     out = tmp_path / "o.csv"
     out.write_text("keep me\n")
-    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--out", out, check=False)
+    proc = tiny_cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--out", out, check=False)
     assert proc.returncode == 1
     assert b"--force" in proc.stderr and b"Traceback" not in proc.stderr
     assert out.read_text() == "keep me\n", "no data loss"
 
 
-def test_missing_text_column_lists_columns(cli, tmp_path):
-    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--text-col", "body", "--out", tmp_path / "o.csv", check=False)
+def test_missing_text_column_lists_columns(tiny_cli, tmp_path):
+    proc = tiny_cli("label", SAMPLES / "news_multilingual.csv", "--labels", "a,b", "--text-col", "body", "--out", tmp_path / "o.csv", check=False)
     assert proc.returncode == 1
     err = proc.stderr.decode()
     assert "no column 'body'" in err and "id, lang, category, text" in err and "--text-col" in err
@@ -103,16 +102,16 @@ def test_missing_text_column_lists_columns(cli, tmp_path):
     assert list(tmp_path.iterdir()) == [], "no partial file left behind"
 
 
-def test_output_column_clash_is_refused(cli, tmp_path):
+def test_output_column_clash_is_refused(tiny_cli, tmp_path):
     src = tmp_path / "in.csv"
     src.write_text("text,label\nhello,x\n")
-    proc = cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", check=False)
+    proc = tiny_cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", check=False)
     assert proc.returncode == 1 and b"--out-label-col" in proc.stderr
-    cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", "--out-label-col", "predicted")
+    tiny_cli("label", src, "--labels", "a,b", "--out", tmp_path / "o.csv", "--out-label-col", "predicted")
     assert _read_csv(tmp_path / "o.csv")[0].keys() == {"text", "label", "predicted", "score"}
     # two added columns with one name: refused before any work, nothing written
     for args in (["--out-label-col", "x", "--out-score-col", "x"], ["--labels", "2,b", "--top-k", "2", "--all-scores"]):
-        proc = cli("label", src, "--labels", "a,b", "--out-label-col", "predicted", "--out", tmp_path / "p.csv", *args,
+        proc = tiny_cli("label", src, "--labels", "a,b", "--out-label-col", "predicted", "--out", tmp_path / "p.csv", *args,
                    check=False)
         err = " ".join(proc.stderr.decode().split())
         assert proc.returncode == 1 and "twice; give --out-label-col/--out-score-col other names" in err, err
@@ -120,14 +119,14 @@ def test_output_column_clash_is_refused(cli, tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["sports,,politics", "sports,sports"])
-def test_bad_label_lists(cli, bad):
-    proc = cli("label", SAMPLES / "news_multilingual.csv", "--labels", bad, check=False)
+def test_bad_label_lists(tiny_cli, bad):
+    proc = tiny_cli("label", SAMPLES / "news_multilingual.csv", "--labels", bad, check=False)
     assert proc.returncode == 1 and b"Traceback" not in proc.stderr and proc.stderr.strip()
 
 
-def test_labels_file_with_multilingual_names(cli, tmp_path, sample_slice):
+def test_labels_file_with_multilingual_names(tiny_cli, tmp_path, sample_slice):
     out = tmp_path / "o.csv"
-    cli("label", sample_slice / "news_slice.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
+    tiny_cli("label", sample_slice / "news_slice.csv", "--labels-file", SAMPLES / "labels.yaml", "--out", out)
     got = _read_csv(out)
     assert len(got) == SLICE_ROWS and {r["label"] for r in got} <= set(LABELS)
 
@@ -150,37 +149,38 @@ def test_lexicon_names_default_on_without_a_prompt_and_can_be_switched(cli, tmp_
     assert [r["text"] for r in without] == [r["text"] for r in with_lexicon]
 
 
-def test_status_lines_are_never_wrapped(cli, tmp_path, sample_slice):
+def test_status_lines_are_never_wrapped(tiny_cli, tmp_path, sample_slice):
     """A log from cron keeps one event per line, however narrow the terminal says it is."""
     out = tmp_path / ("a-rather-long-folder-name-" * 3)
     out.mkdir()
-    proc = cli("label", sample_slice / "news_slice.jsonl", "--labels", "sports,politics", "--out", out / "o.csv",
+    proc = tiny_cli("label", sample_slice / "news_slice.jsonl", "--labels", "sports,politics", "--out", out / "o.csv",
                env={"COLUMNS": "40"})
     lines = proc.stderr.decode().splitlines()
     assert len(lines) == 2 and all(line.startswith("rosprompt: ") for line in lines), lines
 
 
 @pytest.mark.parametrize("which", ["summary-is-out", "summary-is-input", "rejects-is-out", "rejects-is-input"])
-def test_one_file_in_two_roles_is_refused_before_any_work(cli, tmp_path, which):
+def test_one_file_in_two_roles_is_refused_before_any_work(tiny_cli, tmp_path, which):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "The match ended in a draw."}\n', encoding="utf-8")
     before = src.read_bytes()
     out = tmp_path / "out.jsonl"
     args = {"summary-is-out": ["--summary", out], "summary-is-input": ["--summary", src],
             "rejects-is-out": ["--rejects", out], "rejects-is-input": ["--rejects", src]}[which]
-    proc = cli("label", src, "--labels", "sports,politics", "--out", out, *args, check=False)
+    proc = tiny_cli("label", src, "--labels", "sports,politics", "--out", out, *args, check=False)
     err = " ".join(proc.stderr.decode().split())
     assert proc.returncode == 1 and "are the same file; give each its own" in err and "Traceback" not in err, err
     assert src.read_bytes() == before and not out.exists()
 
 
-def test_a_closed_stdout_ends_the_run_quietly(cli_process, tmp_path):
-    """`rosprompt label … | head -1`: once the reader goes away the run stops, without a word."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rosprompt_cli", "label", str(SAMPLES / "news_multilingual.jsonl"), "--labels",
-         "sports,politics", "--chunk-rows", "20"],
-        cwd=tmp_path, env=cli_process.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+def test_a_closed_stdout_ends_the_run_quietly(tiny_cli_process, tmp_path):
+    """`rosprompt label … | head -1`: once the reader goes away the run stops, without a word. The
+    input is the sample 40 times over (2.5 MB of output), far more than a pipe holds, so the run
+    is still writing when the reader goes."""
+    src = tmp_path / "long.jsonl"
+    src.write_text((SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8") * 40, encoding="utf-8")
+    proc = subprocess.Popen(tiny_cli_process.command("label", src, "--labels", "sports,politics", "--chunk-rows", "20"),
+                            cwd=tmp_path, env=tiny_cli_process.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()
     err = proc.stderr.read().decode()

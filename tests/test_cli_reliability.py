@@ -1,5 +1,8 @@
 """Cron-grade reliability of `rosprompt label`, through the real CLI in subprocesses: bad input,
-exit codes, the rejects file, the run summary, the output lock, and kill-and-resume."""
+exit codes, the rejects file, the run summary, the output lock, and kill-and-resume.
+
+Every run here is on the tiny test encoder (`cli` and `cli_process` below): these are claims
+about files, bytes, exit codes and messages, which need labels that are deterministic, not good."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,16 @@ from bad_inputs import CASES, BadInput
 from conftest import REPO
 
 LABELS = "sports,politics,health,entertainment"
+
+
+@pytest.fixture(scope="module")
+def cli(tiny_cli):
+    return tiny_cli
+
+
+@pytest.fixture(scope="module")
+def cli_process(tiny_cli_process):
+    return tiny_cli_process
 
 
 def _records(path: Path) -> list[dict]:
@@ -100,9 +112,10 @@ def test_summary_file_counts_everything(cli, tmp_path):
     assert (data["engine"], data["status"]) == ("local", "partial")  # every summary shape names its engine
     assert (data["rows_read"], data["rows"], data["labelled"], data["empty_text"], data["rejected"]) == (5, 3, 2, 1, 2)
     assert data["rejected_by_reason"] == {"invalid JSON": 1, "not a JSON object": 1}
-    assert data["label_counts"] == {"sports": 1, "health": 1}
+    labels = pl.read_parquet(tmp_path / "o.parquet")["label"].drop_nulls().to_list()
+    assert data["label_counts"] == {label: labels.count(label) for label in set(labels)} and len(labels) == 2
     assert data["rejects_file"].endswith("o.rejects.jsonl")
-    assert data["model"]["name"] == "intfloat/multilingual-e5-small" and data["model"]["content_hash"]
+    assert data["model"]["name"] == str(Path(cli.model).resolve()) and data["model"]["content_hash"]
     assert "prompt" in data["prompt"] and data["labels"] == LABELS.split(",")
     assert set(data["versions"]) >= {"rosprompt", "torch", "transformers", "polars", "python"}
     assert data["seconds"] > 0 and data["rows_per_second"] > 0
@@ -127,10 +140,8 @@ def _corpus(path: Path, rows: int) -> None:
 
 
 def _start(cli, *args: object) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "rosprompt_cli", "label", *map(str, args)],
-        cwd=REPO, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    return subprocess.Popen(cli.command("label", *args), cwd=REPO, env=cli.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def _wait_for_progress(state: Path, proc: subprocess.Popen, rows: int, timeout: float = 300) -> None:
@@ -146,10 +157,37 @@ def _wait_for_progress(state: Path, proc: subprocess.Popen, rows: int, timeout: 
     raise AssertionError("the run made no progress")
 
 
+# Rows for a run that must still be labelling when the test signals it: the tiny encoder labels
+# thousands of rows a second, so a kill test gives it a few seconds of work (_interrupt checks).
+MANY = 10_000
+
+
+def _interrupt(proc: subprocess.Popen, how: signal.Signals, exit_code: int) -> bytes:
+    """Send `how` to a run, which must still be running (one that had ended would have exited 0
+    or 4, and fails here); its stderr, after checking that it exited with `exit_code`."""
+    assert proc.poll() is None, "the run ended before it was interrupted: give it more rows"
+    proc.send_signal(how)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == exit_code, (proc.returncode, err.decode(errors="replace"))
+    return err
+
+
+def _resumed_row(stderr: bytes, rows: int) -> int:
+    """The row a resumed run says it continued from, checked to be inside the input: the run it
+    continues was interrupted mid-run, not after its last row."""
+    import re
+
+    found = re.search(rb"resumed at row ([\d,]+)", stderr)
+    assert found, stderr
+    row = int(found.group(1).replace(b",", b""))
+    assert 0 < row < rows, (row, rows)
+    return row
+
+
 @pytest.mark.parametrize(("fmt", "how"), [("csv", signal.SIGKILL), ("jsonl", signal.SIGTERM), ("parquet", signal.SIGKILL)])
 def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how):
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 240)  # five chunks: killed after two, with three (the last one short) left to resume
+    _corpus(src, MANY + 30)  # killed after two chunks or more, with chunks left to resume (the last one short)
     common = ["--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16"]
     reference = tmp_path / f"reference.{fmt}"
     cli("label", src, *common, "--out", reference)
@@ -158,15 +196,13 @@ def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how)
     state = tmp_path / f".out.{fmt}.rosprompt-state"
     proc = _start(cli, src, *common, "--out", out)
     _wait_for_progress(state, proc, 100)
-    proc.send_signal(how)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 143), err
+    err = _interrupt(proc, how, -signal.SIGKILL if how == signal.SIGKILL else 143)
     if how == signal.SIGTERM:
         assert b"--resume" in err and b"Traceback" not in err
     assert not out.exists(), "an interrupted run publishes nothing"
 
     resumed = cli("label", src, *common, "--out", out, "--resume")
-    assert b"resumed at row" in resumed.stderr
+    assert _resumed_row(resumed.stderr, MANY + 30) >= 100
     if fmt == "parquet":
         assert pl.read_parquet(out).equals(pl.read_parquet(reference)), "row for row the same"
     else:
@@ -176,13 +212,11 @@ def test_kill_and_resume_gives_the_uninterrupted_output(cli, tmp_path, fmt, how)
 
 def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 160)
+    _corpus(src, MANY)
     common = ["--chunk-rows", "50", "--batch-size", "16", "--out", tmp_path / "o.csv"]
     proc = _start(cli, src, "--labels", LABELS, *common)
     _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", proc, 50)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and b"--resume" in err
+    assert b"--resume" in _interrupt(proc, signal.SIGINT, 130)
 
     changed = cli("label", src, "--labels", "sports,politics", *common, "--resume", check=False)
     assert changed.returncode == 1 and b"the labels changed" in changed.stderr
@@ -192,33 +226,42 @@ def test_resume_is_refused_when_the_run_changed(cli, tmp_path):
     assert changed.returncode == 1 and b"the input file changed" in changed.stderr
     # nothing to resume (a first night, or a run killed before its first checkpoint): start afresh
     nothing = cli("label", src, "--labels", LABELS, "--out", tmp_path / "other.csv", "--resume")
-    assert len(_records(tmp_path / "other.csv")) == 161 and b"resumed" not in nothing.stderr
+    assert len(_records(tmp_path / "other.csv")) == MANY + 1 and b"resumed" not in nothing.stderr
     fresh = cli("label", src, "--labels", LABELS, *common)  # without --resume: starts over
-    assert len(_records(tmp_path / "o.csv")) == 161 and b"resumed" not in fresh.stderr
+    assert len(_records(tmp_path / "o.csv")) == MANY + 1 and b"resumed" not in fresh.stderr
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Freeze a run that is still labelling (SIGSTOP): it keeps its locks, however fast the
+    model, until it is continued (SIGCONT) or killed."""
+    assert proc.poll() is None, "the run ended before it was stopped: give it more rows"
+    proc.send_signal(signal.SIGSTOP)
 
 
 def test_a_second_run_on_the_same_output_is_refused(cli, cli_process, tmp_path):
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 600)
+    _corpus(src, MANY)
     out = tmp_path / "o.csv"
     first = _start(cli, src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out)
     try:
         _wait_for_progress(tmp_path / ".o.csv.rosprompt-state", first, 50)
+        _stop(first)  # mid-run, holding the output's lock
         second = cli_process("label", src, "--labels", LABELS, "--out", out, "--force", check=False)
         assert second.returncode == 5, second.stderr
         assert b"another rosprompt run" in second.stderr and b"pid" in second.stderr
+        assert first.poll() is None, "the first run held the lock all along"
     finally:
         first.kill()
         first.communicate()
     # The lock dies with its holder: a new run (here resuming) is not blocked by a stale lock.
     cli("label", src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16", "--out", out, "--resume")
-    assert len(_records(out)) == 600
+    assert len(_records(out)) == MANY
 
 
 def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
     """README's cron recipe: the same command line, night after night, whatever happened before."""
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 220)
+    _corpus(src, MANY)
 
     def night(out: Path, labels: str = LABELS) -> list[object]:
         return [src, "--labels", labels, "--chunk-rows", "50", "--batch-size", "16", "--out", out,
@@ -228,26 +271,24 @@ def test_the_cron_line_with_resume_is_safe_every_night(cli, tmp_path):
     # a night killed before its first checkpoint (the model still loading): no progress file is left
     early = _start(cli, *night(out))
     time.sleep(1.0)
-    early.kill()
-    early.communicate()
+    _interrupt(early, signal.SIGKILL, -signal.SIGKILL)
     assert not out.exists() and not (tmp_path / ".tagged.jsonl.rosprompt-state").exists()
     # the next night the same line starts afresh
     cli("label", *night(out))
     reference, stamp = out.read_bytes(), out.stat().st_mtime_ns
-    assert len(_records(out)) == 220 and json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
+    assert len(_records(out)) == MANY and json.loads((tmp_path / "run.json").read_text())["status"] == "ok"
     # run again on a complete output: exit 0, one line, the output untouched
     again = cli("label", *night(out))
     assert b"complete already" in again.stderr and out.stat().st_mtime_ns == stamp
     summary = json.loads((tmp_path / "run.json").read_text())
-    assert (summary["status"], summary["rows"]) == ("complete", 220)
+    assert (summary["status"], summary["rows"]) == ("complete", MANY)
     # a night interrupted after some chunks (SIGKILL), then the same line continues it
     day2 = tmp_path / "day2.jsonl"
     proc = _start(cli, *night(day2))
     _wait_for_progress(tmp_path / ".day2.jsonl.rosprompt-state", proc, 100)
-    proc.kill()
-    proc.communicate()
+    _interrupt(proc, signal.SIGKILL, -signal.SIGKILL)
     resumed = cli("label", *night(day2))
-    assert b"resumed at row" in resumed.stderr and day2.read_bytes() == reference
+    assert _resumed_row(resumed.stderr, MANY) >= 100 and day2.read_bytes() == reference
     # a night with other labels on a complete output: refused, naming what changed, nothing touched
     changed = cli("label", *night(out, "sports,politics"), check=False)
     assert changed.returncode == 1 and b"the labels changed" in changed.stderr and b"Traceback" not in changed.stderr
@@ -309,8 +350,8 @@ def _limited(cli, max_bytes: int, *args: object) -> subprocess.CompletedProcess:
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
 
-    return subprocess.run([sys.executable, "-m", "rosprompt_cli", "label", *map(str, args)], cwd=REPO,
-                          env=cli.env, capture_output=True, preexec_fn=limit, timeout=900)
+    return subprocess.run(cli.command("label", *args), cwd=REPO, env=cli.env, capture_output=True,
+                          preexec_fn=limit, timeout=900)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -376,8 +417,7 @@ def test_an_input_the_user_may_not_read_is_one_line(cli_process, tmp_path):
     src = tmp_path / "secret.csv"
     src.write_text("text\nhello\n", encoding="utf-8")
     src.chmod(0)
-    command = [sys.executable, "-m", "rosprompt_cli", "label", str(src), "--labels", LABELS, "--out",
-               str(tmp_path / "o.csv")]
+    command = cli_process.command("label", src, "--labels", LABELS, "--out", tmp_path / "o.csv")
     if os.geteuid() == 0:  # root reads anything; without these two capabilities it cannot
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv to drop the file-permission capabilities")
@@ -391,22 +431,24 @@ def test_two_runs_never_share_a_rejects_file(cli, cli_process, tmp_path):
     """--out day.csv and --out day.jsonl at once would both set rows aside in day.rejects.jsonl:
     the second is refused before any work, and the first keeps its rejected rows."""
     src = tmp_path / "feed.jsonl"
-    _corpus(src, 600)
+    _corpus(src, MANY)
     with open(src, "a", encoding="utf-8") as fh:
         fh.write("not json\n")
     first = _start(cli, src, "--labels", LABELS, "--chunk-rows", "50", "--batch-size", "16",
                    "--out", tmp_path / "day.csv")
     try:
         _wait_for_progress(tmp_path / ".day.csv.rosprompt-state", first, 50)
+        _stop(first)  # mid-run, holding the rejects file's lock
         second = cli_process("label", src, "--labels", LABELS, "--out", tmp_path / "day.jsonl", check=False)
         assert second.returncode == 5, second.stderr
         assert b"day.rejects.jsonl: another rosprompt run" in second.stderr
         assert b"pass --rejects FILE" in second.stderr
         assert not (tmp_path / "day.jsonl").exists()
     finally:
+        first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=600)
     assert first.returncode == 4, err
-    assert len(_records(tmp_path / "day.rejects.jsonl")) == 1 and len(_records(tmp_path / "day.csv")) == 600
+    assert len(_records(tmp_path / "day.rejects.jsonl")) == 1 and len(_records(tmp_path / "day.csv")) == MANY
 
 
 def test_train_and_eval_never_write_over_what_they_read(cli, tmp_path):

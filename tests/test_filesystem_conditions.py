@@ -22,6 +22,18 @@ CONDITIONS = ("missing folder", "folder as a file", "file as a folder", "not rea
 ROOT = os.geteuid() == 0  # permission bits do not stop root
 
 
+@pytest.fixture(scope="module")
+def cli(tiny_cli):
+    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
+    exit codes and messages."""
+    return tiny_cli
+
+
+@pytest.fixture(scope="module")
+def cli_process(tiny_cli_process):
+    return tiny_cli_process
+
+
 def _three_rows(path: Path) -> Path:
     rows = ["The striker scored twice in the final.", "Parliament passed the budget.", "A new vaccine trial began."]
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(rows)), encoding="utf-8")
@@ -70,15 +82,15 @@ def _path_for(condition: str, role: str, tmp_path: Path) -> Path | None:
     raise AssertionError(condition)
 
 
-def _with_file_size_limit(args: list[str], env: dict, max_bytes: int) -> subprocess.CompletedProcess:
-    """`rosprompt label ARGS` in a process whose files may not grow past `max_bytes`
+def _with_file_size_limit(cli, args: list[str], max_bytes: int) -> subprocess.CompletedProcess:
+    """`rosprompt label ARGS` (through the runner `cli`: its model and environment) in a process whose files may not grow past `max_bytes`
     (RLIMIT_FSIZE): a write past it fails as on a full disk (EFBIG, through the same code as
     ENOSPC). The limit is set once Python has found its temporary folder (which writes a file)."""
     start = ("import resource, sys, tempfile; tempfile.gettempdir(); "
              f"resource.setrlimit(resource.RLIMIT_FSIZE, ({max_bytes}, {max_bytes})); "
              "from rosprompt_cli.commands import main; sys.argv[0] = 'rosprompt'; sys.exit(main())")
-    return subprocess.run([sys.executable, "-c", start, "label", *args], cwd=REPO, env=env, capture_output=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", start, *cli.argv(("label", *args))], cwd=REPO, env=cli.env,
+                          capture_output=True, timeout=300)
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
@@ -100,9 +112,9 @@ def test_every_file_system_condition_ends_in_one_line_naming_the_path(cli, tmp_p
         # a bad line, set aside in the pre-pass: the rejects file is written before any labelling
         with open(src, "a", encoding="utf-8") as fh:
             fh.write("{broken " + "x" * 5000 + "\n")
-        proc = _with_file_size_limit(args, cli.env, 1000)
+        proc = _with_file_size_limit(cli, args, 1000)
     elif condition == "full":
-        proc = _with_file_size_limit(args, cli.env, 0)  # the output's lock file is the first file written
+        proc = _with_file_size_limit(cli, args, 0)  # the output's lock file is the first file written
     else:
         proc = cli("label", *args, check=False)
     err = proc.stderr.decode().strip()

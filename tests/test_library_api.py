@@ -41,17 +41,26 @@ def _comparable(summary: dict) -> dict:
     return {key: value for key, value in summary.items() if key not in RUN_SPECIFIC}
 
 
-@pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
-def test_label_job_writes_the_bytes_the_cli_writes(cli_process, rosprompt_home, tmp_path, prompt_args):
+def _on_tiny(prompted: bool, tiny_model: str, tiny_trained_prompt: Path) -> tuple[list, ScorerSpec]:
+    """The command-line options and the ScorerSpec of one run on the tiny test encoder: with a
+    prompt trained on it, or with none (the lexicon default on)."""
+    if prompted:
+        return ["--prompt", tiny_trained_prompt], ScorerSpec(prompt=str(tiny_trained_prompt))
+    return ["--model", tiny_model, "--no-prompt"], ScorerSpec(model=tiny_model, use_prompt=False)
+
+
+@pytest.mark.parametrize("prompted", [True, False], ids=["prompt", "no-prompt"])
+def test_label_job_writes_the_bytes_the_cli_writes(cli_process, tmp_path, prompted, tiny_model, tiny_trained_prompt):
     src = tmp_path / "in.jsonl"
     src.write_text("".join((SAMPLES / "news_multilingual.jsonl").read_text(encoding="utf-8").splitlines(True)[:60]),
                    encoding="utf-8")
+    scorer_args, spec = _on_tiny(prompted, tiny_model, tiny_trained_prompt)
     cli_process("label", src, "--labels", LABELS, "--top-k", "2", "--out", tmp_path / "cli.jsonl",
-        "--summary", tmp_path / "cli.json", *prompt_args)
+        "--summary", tmp_path / "cli.json", *scorer_args)
     events: list = []
     result = run_label(
         LabelJob(str(src), parse_label_arg(LABELS), out=str(tmp_path / "lib.jsonl"), options=LabelOptions(top_k=2),
-                 scorer=ScorerSpec(use_prompt=not prompt_args), summary=str(tmp_path / "lib.json")),
+                 scorer=spec, summary=str(tmp_path / "lib.json")),
         on_event=events.append,
     )
     assert (tmp_path / "lib.jsonl").read_bytes() == (tmp_path / "cli.jsonl").read_bytes()
@@ -59,18 +68,20 @@ def test_label_job_writes_the_bytes_the_cli_writes(cli_process, rosprompt_home, 
     assert _comparable(result.summary) == _comparable(cli_summary)
     assert json.loads((tmp_path / "lib.json").read_text()) == json.loads(json.dumps(result.summary))
     assert result.status == "ok" and result.rejected == 0 and result.summary["rows"] == 60
-    expected_note = "no prompt (plain zero-shot), lexicon label names" if prompt_args else "shipped prompt default.safetensors"
+    expected_note = f"prompt {tiny_trained_prompt}" if prompted else "no prompt (plain zero-shot), lexicon label names"
     assert cli_summary["prompt"] == expected_note
     # progress and status lines arrive as events, never printed
     assert sum(e.count for e in events if isinstance(e, RowsDone)) == 60
     assert any(isinstance(e, Notice) and "60 rows ->" in e.message for e in events)
 
 
-@pytest.mark.parametrize("prompt_args", [[], ["--no-prompt"]], ids=["shipped-prompt", "no-prompt"])
-def test_eval_job_reports_the_metrics_the_cli_reports(cli_process, rosprompt_home, tmp_path, prompt_args, sample_slice):
+@pytest.mark.parametrize("prompted", [True, False], ids=["prompt", "no-prompt"])
+def test_eval_job_reports_the_metrics_the_cli_reports(cli_process, tmp_path, prompted, sample_slice, tiny_model,
+                                                      tiny_trained_prompt):
     src = str(sample_slice / "news_slice.csv")  # all 7 gold labels and 11 languages of the sample
-    cli_process("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json", *prompt_args)
-    spec = ScorerSpec(use_prompt=not prompt_args)
+    scorer_args, spec = _on_tiny(prompted, tiny_model, tiny_trained_prompt)
+    cli_process("eval", src, "--label-col", "category", "--lang-col", "lang", "--output", tmp_path / "m.json",
+                *scorer_args)
     result = run_eval(EvalJob(src, label_col="category", lang_col="lang", scorer=spec))
     assert json.loads(json.dumps(result.as_dict())) == json.loads((tmp_path / "m.json").read_text())
     # the lower-level evaluate() on a scorer follows the same rules (lexicon default included)

@@ -17,6 +17,18 @@ import pytest
 from conftest import REPO
 
 LABELS = "sports,politics,health,entertainment"
+
+
+@pytest.fixture(scope="module")
+def cli(tiny_cli):
+    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
+    exit codes and messages."""
+    return tiny_cli
+
+
+@pytest.fixture(scope="module")
+def cli_process(tiny_cli_process):
+    return tiny_cli_process
 TOPICS = [
     "The keeper saved a penalty in the last minute of the derby",
     "Parliament passed the new budget after a long night of debate",
@@ -236,8 +248,9 @@ def test_kill_9_at_any_point_loses_no_item_and_repeats_none(cli, cli_process, tm
     _fetch(tmp_path / "f0.jsonl", 0, 10)
     cli("label", tmp_path / "f0.jsonl", *args, "--out", tagged / "n0.jsonl")
     _fetch(tmp_path / "f1.jsonl", 6, 18)
-    killed = subprocess.run([sys.executable, "-c", _KILL_AT, method, str(call), when, "label", str(tmp_path / "f1.jsonl"),
-                             *map(str, args), "--out", str(tagged / "n1.jsonl"), "--resume"],
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT, method, str(call), when,
+                             *cli_process.argv(("label", tmp_path / "f1.jsonl", *args, "--out", tagged / "n1.jsonl",
+                                                "--resume"))],
                             cwd=REPO, env=cli_process.env, capture_output=True)
     assert killed.returncode == -9, (point, killed.stderr.decode())
     assert (tagged / "n1.jsonl").exists() == (method == "published"), point
@@ -262,8 +275,8 @@ def test_an_interrupted_run_resumes_with_its_keys(cli, cli_process, tmp_path):
     _fetch(tmp_path / "f.jsonl", 0, 40)
     # the ninth chunk is read at most six chunks ahead of the write stage (pipeline.DEPTH): the
     # first chunks are written, and saved in the progress file, by then
-    killed = subprocess.run([sys.executable, "-c", _KILL_AT.replace("SIGKILL", "SIGTERM"), "new_rows", "9", "after", "label",
-                             str(tmp_path / "f.jsonl"), *map(str, args), "--out", str(tagged / "n.jsonl")],
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT.replace("SIGKILL", "SIGTERM"), "new_rows", "9", "after",
+                             *cli_process.argv(("label", tmp_path / "f.jsonl", *args, "--out", tagged / "n.jsonl"))],
                             cwd=REPO, env=cli_process.env, capture_output=True)
     assert killed.returncode == 143, killed.stderr.decode()
     done = cli("label", tmp_path / "f.jsonl", *args, "--out", tagged / "n.jsonl", "--resume")
@@ -303,8 +316,8 @@ def test_a_damaged_or_unwritable_store_is_one_line_and_publishes_nothing(cli, tm
     # a full disk (files may not grow past 2,000 bytes; the store's first page is 4,096), as root too
     from test_filesystem_conditions import _with_file_size_limit
 
-    refused = _with_file_size_limit([str(tmp_path / "f.jsonl"), *map(str, args), "--seen-store",
-                                     str(tmp_path / "new.sqlite")], cli.env, 2000)
+    refused = _with_file_size_limit(cli, [str(tmp_path / "f.jsonl"), *map(str, args), "--seen-store",
+                                          str(tmp_path / "new.sqlite")], 2000)
     err = refused.stderr.decode()
     assert refused.returncode == 1 and err.count("\n") == 1 and "cannot write the seen store" in err, err
     assert "check that its disk has space" in err and not out.exists()

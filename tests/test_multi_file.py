@@ -16,6 +16,18 @@ from conftest import REPO, SAMPLES
 LABELS = "sports,politics,health"
 
 
+@pytest.fixture(scope="module")
+def cli(tiny_cli):
+    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
+    exit codes and messages."""
+    return tiny_cli
+
+
+@pytest.fixture(scope="module")
+def cli_process(tiny_cli_process):
+    return tiny_cli_process
+
+
 @pytest.fixture
 def csv_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "in"

@@ -1,6 +1,7 @@
 """`label --engine ray` against `--engine local` on the same multi-file input, on a local Ray
 instance of this machine's CPUs (2 in CI). Skipped only when the `ray` extra is missing; CI
-installs it."""
+installs it. Every run here is on the tiny test encoder: the claims are about rows, files, locks
+and messages, and each Ray worker loads it in a fraction of the bundled model's time."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from conftest import SAMPLES, SIB_LABELS
 pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install -e '.[ray]'")
 # every test of this file on one pytest worker, sharing one Ray instance (pyproject: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("ray")
+
+
+@pytest.fixture(scope="module")
+def cli(tiny_cli):
+    return tiny_cli
 
 
 @pytest.fixture(scope="module", autouse=True)

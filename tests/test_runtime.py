@@ -144,7 +144,7 @@ def test_the_embedding_table_read_alone_is_the_encoders_own(rosprompt_home):
 
 
 @pytest.fixture()
-def tiny_backbone(tiny_mlm_dir, tmp_path, monkeypatch):
+def tiny_mlm_backbone(tiny_mlm_dir, tmp_path, monkeypatch):
     from rosprompt_cli.backbone import load_backbone
 
     monkeypatch.setenv("ROSPROMPT_HOME", str(tmp_path / "home"))
@@ -161,12 +161,12 @@ def _hidden(encoder, backbone) -> list[float]:
 
 
 @pytest.mark.parametrize("damage", ["flip-bytes", "truncate", "stale-version", "no-meta"])
-def test_a_corrupt_or_stale_cached_graph_is_rebuilt_not_used(tiny_backbone, damage):
+def test_a_corrupt_or_stale_cached_graph_is_rebuilt_not_used(tiny_mlm_backbone, damage):
     from rosprompt_cli.runtime import cache_entry, onnx_encoder
 
-    torch_model = tiny_backbone.model
-    expected = _hidden(onnx_encoder(tiny_backbone), tiny_backbone)
-    entry = cache_entry(tiny_backbone)
+    torch_model = tiny_mlm_backbone.model
+    expected = _hidden(onnx_encoder(tiny_mlm_backbone), tiny_mlm_backbone)
+    entry = cache_entry(tiny_mlm_backbone)
     assert entry.meta() is not None
     graph = entry.graph.read_bytes()
     meta_path = entry.folder / "meta.json"
@@ -182,10 +182,10 @@ def test_a_corrupt_or_stale_cached_graph_is_rebuilt_not_used(tiny_backbone, dama
     else:
         meta_path.unlink()
     assert entry.meta() is None
-    tiny_backbone.model = torch_model
-    rebuilt = onnx_encoder(tiny_backbone)
+    tiny_mlm_backbone.model = torch_model
+    rebuilt = onnx_encoder(tiny_mlm_backbone)
     assert entry.meta() is not None and entry.graph.read_bytes() == graph
-    assert _hidden(rebuilt, tiny_backbone) == pytest.approx(expected, abs=1e-6)
+    assert _hidden(rebuilt, tiny_mlm_backbone) == pytest.approx(expected, abs=1e-6)
 
 
 def _op_counts(graph: Path) -> dict[str, int]:
@@ -197,24 +197,24 @@ def _op_counts(graph: Path) -> dict[str, int]:
     return counts
 
 
-def test_an_xlm_roberta_graph_is_fused_and_torch_keeps_its_own_attention(tiny_backbone):
+def test_an_xlm_roberta_graph_is_fused_and_torch_keeps_its_own_attention(tiny_mlm_backbone):
     from rosprompt_cli.runtime import cache_entry, onnx_encoder
 
-    attention_before = tiny_backbone.model.config._attn_implementation
-    expected = _hidden(tiny_backbone.model, tiny_backbone)
-    encoder = onnx_encoder(tiny_backbone)
-    layers = tiny_backbone.model.config.num_hidden_layers
-    entry = cache_entry(tiny_backbone)
+    attention_before = tiny_mlm_backbone.model.config._attn_implementation
+    expected = _hidden(tiny_mlm_backbone.model, tiny_mlm_backbone)
+    encoder = onnx_encoder(tiny_mlm_backbone)
+    layers = tiny_mlm_backbone.model.config.num_hidden_layers
+    entry = cache_entry(tiny_mlm_backbone)
     ops = _op_counts(entry.graph)
     assert ops.get("Attention") == layers and ops.get("SkipLayerNormalization") == 2 * layers
     assert entry.meta()["fused"]["Attention"] == layers
-    assert _hidden(encoder, tiny_backbone) == pytest.approx(expected, abs=1e-5)
+    assert _hidden(encoder, tiny_mlm_backbone) == pytest.approx(expected, abs=1e-5)
     # the export switched torch to eager attention for a moment; torch runs on its own again
-    assert tiny_backbone.model.config._attn_implementation == attention_before
+    assert tiny_mlm_backbone.model.config._attn_implementation == attention_before
 
 
 @pytest.mark.parametrize("why", ["no fusions for this model type", "the optimizer fails"])
-def test_a_graph_that_cannot_be_fused_is_exported_plain_and_still_exact(tiny_backbone, monkeypatch, why):
+def test_a_graph_that_cannot_be_fused_is_exported_plain_and_still_exact(tiny_mlm_backbone, monkeypatch, why):
     from onnxruntime.transformers import optimizer
 
     from rosprompt_cli import runtime
@@ -226,11 +226,11 @@ def test_a_graph_that_cannot_be_fused_is_exported_plain_and_still_exact(tiny_bac
             raise RuntimeError("an optimizer bug")
 
         monkeypatch.setattr(optimizer, "optimize_model", broken)
-    expected = _hidden(tiny_backbone.model, tiny_backbone)
-    encoder = runtime.onnx_encoder(tiny_backbone)
-    entry = runtime.cache_entry(tiny_backbone)
+    expected = _hidden(tiny_mlm_backbone.model, tiny_mlm_backbone)
+    encoder = runtime.onnx_encoder(tiny_mlm_backbone)
+    entry = runtime.cache_entry(tiny_mlm_backbone)
     assert "Attention" not in _op_counts(entry.graph) and entry.meta()["fused"] == {}
-    assert _hidden(encoder, tiny_backbone) == pytest.approx(expected, abs=1e-5)
+    assert _hidden(encoder, tiny_mlm_backbone) == pytest.approx(expected, abs=1e-5)
     assert sorted(p.name for p in entry.folder.iterdir()) == ["encoder.onnx", "meta.json"]
 
 
