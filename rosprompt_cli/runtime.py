@@ -164,6 +164,25 @@ class CacheEntry:
         return meta
 
 
+def int8_weights_reduced() -> bool:
+    """Whether int8 weights take 7 bits here (ONNX Runtime's `reduce_range`), not 8. On an x86 CPU
+    without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs of products in 16-bit lanes, which
+    saturate when both factors are large (an AVX2-only AMD EPYC moved the scores twice as far with
+    full-range weights as with 7-bit ones; README "Speed"); 7-bit weights cannot (2 x 255 x 64 <
+    2**15), and ONNX Runtime documents that range for such CPUs. With VNNI (and on Arm) the
+    products are summed in 32 bits and the full range is kept. The CPU is asked through torch's
+    cpuinfo (the cpuid instruction, which counts AVX512-VNNI), not /proc/cpuinfo."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    try:
+        return not (has_vnni() if has_vnni is not None else False)
+    except RuntimeError:
+        return True
+
+
 def cache_entry(backbone: Backbone, precision: str = "float32") -> CacheEntry:
     """Where the graph of `backbone` in `precision` (float32 or int8) is cached."""
     import onnxruntime
@@ -174,6 +193,7 @@ def cache_entry(backbone: Backbone, precision: str = "float32") -> CacheEntry:
     }
     if precision == "int8":
         identity["recipe"] = INT8_RECIPE
+        identity["weight_bits"] = 7 if int8_weights_reduced() else 8
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     return CacheEntry(cache_home() / "onnx" / key, identity)
 
@@ -306,9 +326,10 @@ def _quiet_root_logger() -> Iterator[None]:
         logging.disable(previous)
 
 
-def _quantize_int8(backbone: Backbone, float32_graph: Path, folder: Path) -> dict[str, Any]:
-    """Quantise the float32 graph into `folder` after INT8_RECIPE; its distance to torch is kept
-    in the metadata (int8 is approximate by design; only non-finite output is refused)."""
+def _quantize_int8(backbone: Backbone, float32_graph: Path, folder: Path, reduce_range: bool) -> dict[str, Any]:
+    """Quantise the float32 graph into `folder` after INT8_RECIPE, with 7-bit weights where
+    `reduce_range` (int8_weights_reduced); its distance to torch is kept in the metadata (int8 is
+    approximate by design; only non-finite output is refused)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -316,13 +337,13 @@ def _quantize_int8(backbone: Backbone, float32_graph: Path, folder: Path) -> dic
     with _quiet_root_logger():
         # DefaultTensorType: the fused nodes are outside ONNX's shape inference, which then
         # cannot type their outputs; they are float32.
-        quantize_dynamic(str(float32_graph), str(folder / GRAPH_FILE), per_channel=True,
+        quantize_dynamic(str(float32_graph), str(folder / GRAPH_FILE), per_channel=True, reduce_range=reduce_range,
                          weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
                          nodes_to_exclude=excluded, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     diff = _max_abs_diff(backbone, folder / GRAPH_FILE)
     if not np.isfinite(diff):
         raise RosPromptError(f"{backbone.name}: the int8 graph gives non-finite values; use --quantize none")
-    return {"max_abs_diff": diff, "float32_kept": len(excluded)}
+    return {"max_abs_diff": diff, "float32_kept": len(excluded), "weight_bits": 7 if reduce_range else 8}
 
 
 def _ensure(entry: CacheEntry, build: Callable[[Path], dict[str, Any]], backbone: Backbone,
@@ -371,13 +392,15 @@ def onnx_encoder(backbone: Backbone, threads: int | None = None, quantize: str =
     def export_float32(folder: Path) -> dict[str, Any]:
         return _export_float32(backbone, folder)
 
+    int8 = cache_entry(backbone, "int8") if quantize == "int8" else None
+
     def quantize_int8(folder: Path) -> dict[str, Any]:
         _ensure(float32, export_float32, backbone, 1)  # the int8 graph is made from the float32 one
-        return _quantize_int8(backbone, float32.graph, folder)
+        return _quantize_int8(backbone, float32.graph, folder, reduce_range=int8.identity["weight_bits"] == 7)
 
     try:
-        if quantize == "int8":
-            session = _ensure(cache_entry(backbone, "int8"), quantize_int8, backbone, threads)
+        if int8 is not None:
+            session = _ensure(int8, quantize_int8, backbone, threads)
         else:
             session = _ensure(float32, export_float32, backbone, threads)
     except OSError as exc:

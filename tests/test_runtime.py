@@ -303,3 +303,37 @@ def test_threads_default_to_omp_num_threads_when_it_is_a_positive_number(monkeyp
     assert default_threads() == threads
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert default_threads() is None
+
+
+@pytest.mark.parametrize(("machine", "vnni", "reduced"), [("x86_64", True, False), ("x86_64", False, True),
+                                                           ("aarch64", False, False)])
+def test_int8_weights_take_7_bits_on_an_x86_cpu_without_vnni(tiny_model, tmp_path, monkeypatch, machine, vnni,
+                                                             reduced):
+    """Where ONNX Runtime's uint8 x int8 kernels can saturate (x86 without VNNI), the int8 graph is
+    quantised with 7-bit weights (reduce_range), in a cache entry of its own; elsewhere with 8."""
+    import platform
+
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from rosprompt_cli import runtime
+    from rosprompt_cli.backbone import load_backbone
+
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    assert runtime.int8_weights_reduced() is reduced
+    monkeypatch.setenv("ROSPROMPT_HOME", str(tmp_path / "home"))
+    backbone = load_backbone(tiny_model, "cpu")
+    runtime.onnx_encoder(backbone, 1, quantize="int8")
+    entry = runtime.cache_entry(backbone, "int8")
+    bits = 7 if reduced else 8
+    assert entry.identity["weight_bits"] == entry.meta()["weight_bits"] == bits
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(entry.graph)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
+    assert weights, "the graph has int8 weights"
+    largest = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+    # symmetric per channel, each channel's largest weight at the end of the range: [-127, 127], or
+    # ONNX Runtime's reduced [-64, 64]
+    assert largest == (64 if reduced else 127), largest
