@@ -56,17 +56,17 @@ def _label(cli, *args: object, check: bool = True, src: Path = SAMPLES / "news_m
     return cli("label", src, "--labels-file", LABELS_FILE, *args, check=check)
 
 
-def test_label_adapt_is_deterministic_and_changes_the_scores(tiny_cli, tiny_cli_process, tmp_path, sample_slice):
+def test_label_adapt_is_deterministic_and_changes_the_scores(cli, cli_process, tmp_path, sample_slice):
     src = sample_slice / "news_three_languages.csv"  # 84 rows, 28 in each of 3 languages
-    _label(tiny_cli, "--out", tmp_path / "plain.csv", src=src)
-    first = _label(tiny_cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json", src=src)
+    _label(cli, "--out", tmp_path / "plain.csv", src=src)
+    first = _label(cli, "--adapt-by", "lang", "--out", tmp_path / "a.csv", "--summary", tmp_path / "run.json", src=src)
     assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "plain.csv").read_bytes()
     assert b"centred on 3 groups, from 84 sampled rows" in first.stderr
     assert json.loads((tmp_path / "run.json").read_text())["adapt"] == "centred on 3 groups, from 84 sampled rows"
     assert [p.name for p in tmp_path.iterdir() if ".rosprompt-" in p.name] == [], "no centres file left behind"
     # a second run, from stdin (read from its spooled copy): the same bytes
-    piped = subprocess.run(tiny_cli_process.command("label", "-", "--labels-file", LABELS_FILE, "--adapt-by", "lang"),
-                           input=src.read_bytes(), capture_output=True, cwd=tmp_path, env=tiny_cli_process.env,
+    piped = subprocess.run(cli_process.command("label", "-", "--labels-file", LABELS_FILE, "--adapt-by", "lang"),
+                           input=src.read_bytes(), capture_output=True, cwd=tmp_path, env=cli_process.env,
                            check=True)
     assert piped.stdout == (tmp_path / "a.csv").read_bytes()
 

@@ -45,16 +45,15 @@ def test_batches_cover_every_row_once_shortest_first_trimmed_to_their_longest():
 
 
 def test_encode_texts_right_pads_and_truncates(tiny_backbone):
-    backbone = tiny_backbone  # the bundled model's tokenizer
     texts = ["kurz", "a much longer sentence about rivers, mountains, lakes and the sea " * 5, "mittel lang hier"]
-    encoded = encode_texts(backbone.tokenizer, texts, max_tokens=12)
+    encoded = encode_texts(tiny_backbone.tokenizer, texts, max_tokens=12)
     assert encoded.input_ids.shape == (3, 12)
     assert encoded.lengths[1] == 12 and encoded.lengths[0] < encoded.lengths[2] < 12
     for row, n in enumerate(encoded.lengths):
-        alone = backbone.tokenizer(texts[row], truncation=True, max_length=12)["input_ids"]
+        alone = tiny_backbone.tokenizer(texts[row], truncation=True, max_length=12)["input_ids"]
         assert encoded.input_ids[row, :n].tolist() == alone
-        assert (encoded.input_ids[row, n:] == backbone.tokenizer.pad_token_id).all()
-    assert len(encode_texts(backbone.tokenizer, [], 12)) == 0
+        assert (encoded.input_ids[row, n:] == tiny_backbone.tokenizer.pad_token_id).all()
+    assert len(encode_texts(tiny_backbone.tokenizer, [], 12)) == 0
 
 
 def test_max_length_truncates_the_text_never_the_prompt(tiny_backbone, tiny_trained_prompt):
@@ -237,9 +236,8 @@ def test_batches_bounded_by_tokens_and_the_gpu_slices_are_the_same_batches():
 
 
 def test_encode_texts_gives_the_ids_of_the_tokenizers_own_call(tiny_backbone):
-    backbone = tiny_backbone  # the bundled model's tokenizer
     texts = ["", "Ok.", "Il pleut.  Beaucoup!", "科学家发现了一种新的治疗方法。", "a " * 600, "<mask> and </s> inside"]
-    encoded = encode_texts(backbone.tokenizer, texts, max_tokens=40)
-    own = backbone.tokenizer(texts, truncation=True, max_length=40, padding=True, return_tensors="np")
+    encoded = encode_texts(tiny_backbone.tokenizer, texts, max_tokens=40)
+    own = tiny_backbone.tokenizer(texts, truncation=True, max_length=40, padding=True, return_tensors="np")
     assert np.array_equal(encoded.input_ids, own["input_ids"])
     assert encoded.lengths.tolist() == own["attention_mask"].sum(1).tolist()

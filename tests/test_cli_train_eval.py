@@ -54,7 +54,6 @@ def test_train_then_label_and_eval_with_the_prompt(cli, trained_prompt, tmp_path
 
 
 def test_training_is_deterministic_for_a_seed(tiny_backbone):
-    backbone = tiny_backbone
     from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import LabelSet
     from rosprompt_cli.training import TrainConfig, train_prompt
@@ -62,9 +61,9 @@ def test_training_is_deterministic_for_a_seed(tiny_backbone):
     data = load_labelled(str(SAMPLES / "train_en.csv"), "text", "label").sample_per_class(2, seed=1)
     labels = LabelSet.from_names(sorted(data.label_names()))
     config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=7)
-    a = train_prompt(backbone, data, labels, config)
-    b = train_prompt(backbone, data, labels, config)
-    c = train_prompt(backbone, data, labels, TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=8))
+    a = train_prompt(tiny_backbone, data, labels, config)
+    b = train_prompt(tiny_backbone, data, labels, config)
+    c = train_prompt(tiny_backbone, data, labels, TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=8))
     assert torch.equal(a.vectors, b.vectors)
     assert not torch.equal(a.vectors, c.vectors)
     init = torch.nn.functional.normalize(a.vectors - c.vectors, dim=-1)
@@ -197,18 +196,17 @@ NEGATIVE_TOPICS = ("weather", "religion", "crime", "music", "food", "tourism", "
     ],
 )
 def test_each_rosprompt_ingredient_trains_deterministically(tiny_backbone, plain_prompt, options):
-    """On the tiny test encoder: the training loop is the same code on any backbone. Which
+    """On the tiny test encoder: the training loop is the same code on any tiny_backbone. Which
     open-world negatives the bundled model finds too close to a training label is
     test_near_synonym_negatives_of_the_bundled_model_are_left_out_before_training's claim."""
     from rosprompt_cli.training import TrainConfig, train_prompt
 
-    backbone = tiny_backbone
     options = dict(options)
     data, labels, extra = _ingredient_run()
     negatives = _eight_negative_topics(labels) if options.pop("negatives", False) else None
     config = TrainConfig(prompt_length=4, epochs=2, batch_size=4, seed=3, **options)
-    a = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
-    b = train_prompt(backbone, data, labels, config, extra_names=extra, negatives=negatives)
+    a = train_prompt(tiny_backbone, data, labels, config, extra_names=extra, negatives=negatives)
+    b = train_prompt(tiny_backbone, data, labels, config, extra_names=extra, negatives=negatives)
     assert torch.equal(a.vectors, b.vectors)
     assert torch.isfinite(a.vectors).all()
     assert not torch.equal(a.vectors, plain_prompt.vectors), "the ingredient changes training"
@@ -266,7 +264,6 @@ def test_train_cli_accepts_the_rosprompt_options(tiny_cli, tmp_path):
 
 
 def test_variance_penalty_without_two_label_languages_fails_before_training(tiny_backbone):
-    backbone = tiny_backbone
     from rosprompt_cli.errors import RosPromptError
     from rosprompt_cli.examples import load_labelled
     from rosprompt_cli.labels import LabelSet
@@ -276,7 +273,7 @@ def test_variance_penalty_without_two_label_languages_fails_before_training(tiny
     labels = LabelSet.from_names(sorted(data.label_names()))  # English names only
     epochs_run = []
     with pytest.raises(RosPromptError, match="at least two languages"):
-        train_prompt(backbone, data, labels, TrainConfig(prompt_length=2, epochs=1, penalty="variance", penalty_weight=1.0),
+        train_prompt(tiny_backbone, data, labels, TrainConfig(prompt_length=2, epochs=1, penalty="variance", penalty_weight=1.0),
                      on_epoch=epochs_run.append)
     assert epochs_run == []
 

@@ -43,8 +43,9 @@ def tables(draw) -> tuple[list[str], list[list[object]]]:
 
 
 @pytest.fixture(scope="module")
-def scorer(backbone) -> EmbeddingScorer:
-    return EmbeddingScorer(backbone)
+def scorer(tiny_backbone) -> EmbeddingScorer:
+    """On the tiny test encoder: the claim is about the values a file format keeps."""
+    return EmbeddingScorer(tiny_backbone)
 
 
 def _label(src: Path, out: Path, scorer: EmbeddingScorer) -> None:
