@@ -77,15 +77,8 @@ def test_readme_bash_lines_are_found():
     assert any("--prompt prompts/news.safetensors" in line for line in train), "eval runs after the train it needs"
 
 
-def _grouped(lines: list[str]) -> object:
-    """A group that starts Ray runs on the worker of the Ray tests (xdist_group "ray"), never
-    beside them: two Ray instances on two cores each wait on the other's workers."""
-    ray = any("--engine ray" in line for line in lines)
-    return pytest.param(lines, marks=[pytest.mark.xdist_group("ray")] if ray else [])
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("lines", [_grouped(lines) for lines in README_GROUPS.values()], ids=README_GROUPS.keys())
+@pytest.mark.parametrize("lines", README_GROUPS.values(), ids=README_GROUPS.keys())
 def test_readme_examples_run_as_written(cli_process, tmp_path, lines):
     clone = tmp_path / "rosprompt"  # what a user has after the Quickstart: the clone, installed
     clone.mkdir()
