@@ -50,9 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker more than there are cores (pyproject.toml caps it at 4). Most tests
     run on the tiny test encoder now, and spend much of their time starting processes, waiting
-    for a lock or a signal, or in Ray's start-up: on 2 cores three workers ran the suite in 0.9x
-    the time two did (bench/results/test_durations.md), where the model-bound suite before them
-    had run slower with three."""
+    for a lock or a signal, or in Ray's start-up: on 2 cores three workers ran the suite in 445 s
+    where two took 496 s (bench/results/test_durations.md), where the model-bound suite before
+    them had run slower with three."""
     return _cores() + 1
 
 
