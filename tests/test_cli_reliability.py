@@ -19,18 +19,13 @@ import pytest
 
 from bad_inputs import CASES, BadInput
 from conftest import REPO
+import tiny_encoder
 
 LABELS = "sports,politics,health,entertainment"
 
-
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    return tiny_cli
-
-
-@pytest.fixture(scope="module")
-def cli_process(tiny_cli_process):
-    return tiny_cli_process
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
+cli_process = tiny_encoder.cli_process
 
 
 def _records(path: Path) -> list[dict]:

@@ -15,23 +15,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+import tiny_encoder
 
 ROLES = ("input", "--out", "--rejects", "--summary")
 CONDITIONS = ("missing folder", "folder as a file", "file as a folder", "not readable", "not writable", "full",
               "symlink loop", "dangling symlink")
 ROOT = os.geteuid() == 0  # permission bits do not stop root
 
-
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
-    exit codes and messages."""
-    return tiny_cli
-
-
-@pytest.fixture(scope="module")
-def cli_process(tiny_cli_process):
-    return tiny_cli_process
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
 
 
 def _three_rows(path: Path) -> Path:

@@ -15,20 +15,15 @@ import polars as pl
 import pytest
 
 from conftest import REPO
+import tiny_encoder
 
 LABELS = "sports,politics,health,entertainment"
 
-
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
-    exit codes and messages."""
-    return tiny_cli
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
+cli_process = tiny_encoder.cli_process
 
 
-@pytest.fixture(scope="module")
-def cli_process(tiny_cli_process):
-    return tiny_cli_process
 TOPICS = [
     "The keeper saved a penalty in the last minute of the derby",
     "Parliament passed the new budget after a long night of debate",

@@ -12,20 +12,12 @@ import polars as pl
 import pytest
 
 from conftest import REPO, SAMPLES
+import tiny_encoder
 
 LABELS = "sports,politics,health"
 
-
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
-    exit codes and messages."""
-    return tiny_cli
-
-
-@pytest.fixture(scope="module")
-def cli_process(tiny_cli_process):
-    return tiny_cli_process
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
 
 
 @pytest.fixture

@@ -11,21 +11,13 @@ import itertools
 import json
 from pathlib import Path
 
-import pytest
+import tiny_encoder
 
 LABELS = "sports,politics,health"
 
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
 
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    """Every run of this module on the tiny test encoder: its claims are about files, bytes,
-    exit codes and messages."""
-    return tiny_cli
-
-
-@pytest.fixture(scope="module")
-def cli_process(tiny_cli_process):
-    return tiny_cli_process
 ENUMERATED = {
     "--runtime": ("auto", "torch", "onnx"),
     "--dtype": ("auto", "float32", "bfloat16", "float16"),

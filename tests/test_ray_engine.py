@@ -13,15 +13,14 @@ import polars as pl
 import pytest
 
 from conftest import SAMPLES, SIB_LABELS
+import tiny_encoder
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed: pip install -e '.[ray]'")
 # every test of this file on one pytest worker, sharing one Ray instance (pyproject: --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("ray")
 
-
-@pytest.fixture(scope="module")
-def cli(tiny_cli):
-    return tiny_cli
+# every train, label and eval of this module on the tiny test encoder
+cli = tiny_encoder.cli
 
 
 @pytest.fixture(scope="module", autouse=True)
