@@ -9,7 +9,8 @@ English label names, as bench/precision_accuracy.py).
     python bench/int8_without_vnni.py int8 --bits 8 --cpu NAME     # the same rows on this CPU
 
 Each run merges its row into bench/results/int8_without_vnni_step{STEP}.json: accuracy, agreement with the
-float32 labels, and the mean change of the `score` column. ONNX Runtime picks its int8 kernels
+float32 labels, and the mean change of the `score` column; the rows' labels and scores, which
+those are computed from, stay in $WORK (default /tmp/rosprompt-int8). ONNX Runtime picks its int8 kernels
 from cpuid, so under qemu's AVX2-only EPYC-Rome model it runs the kernels an AVX2-only AMD EPYC
 runs, emulated: the accuracy is that CPU's, the seconds are not. float32 does not depend on those
 kernels and is measured once, natively. The graphs are built once in $ROSPROMPT_HOME.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from rosprompt_cli.spec import ScorerSpec, build_scorer
 REPO = Path(__file__).resolve().parents[1]
 SIB = REPO.parent / "shared" / "data" / "sib200" / "dev"
 RESULTS = REPO / "bench" / "results"
+WORK = Path(os.environ.get("WORK", "/tmp/rosprompt-int8"))
 THREADS = 2
 
 
@@ -63,6 +66,8 @@ def main() -> None:
     labels = LabelSet.from_names(sorted(set(gold)))
     result_file = RESULTS / f"int8_without_vnni_step{args.step}.json"
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
+    rows_file = WORK / f"step{args.step}.json"  # each run's labels and scores, row by row
+    per_row = json.loads(rows_file.read_text()) if rows_file.exists() else {}
     if args.run == "reference":
         for bits in (8, 7):
             scorer("int8", bits)  # the graphs, built here once
@@ -72,17 +77,19 @@ def main() -> None:
     started = time.perf_counter()
     pred, score = predict_with_scores(built, texts, labels, 8)
     row = {"accuracy": round(100 * sum(a == b for a, b in zip(pred, gold)) / len(gold), 2),
-           "seconds": round(time.perf_counter() - started, 1), "commit": source_commit(),
-           "predictions": pred, "scores": [round(s, 6) for s in score]}
-    reference = result.get("runs", {}).get("float32")
+           "seconds": round(time.perf_counter() - started, 1), "commit": source_commit()}
+    per_row[name] = {"predictions": pred, "scores": [round(s, 6) for s in score]}
+    reference = per_row.get("float32")
     if reference is not None and name != "float32":
         row["agree_with_float32"] = round(100 * sum(a == b for a, b in zip(pred, reference["predictions"])) / len(gold), 2)
-        row["points_vs_float32"] = round(row["accuracy"] - reference["accuracy"], 2)
+        row["points_vs_float32"] = round(row["accuracy"] - result["runs"]["float32"]["accuracy"], 2)
         row["mean_score_change"] = round(sum(abs(a - b) for a, b in zip(score, reference["scores"])) / len(gold), 4)
     result.setdefault("runs", {})[name] = row
     result |= {"rows": len(gold), "step": args.step, "threads": THREADS, "command": __doc__.split("\n\n")[1].strip()}
     result_file.write_text(json.dumps(result, indent=1) + "\n")
-    print(name, {k: v for k, v in row.items() if k not in ("predictions", "scores")}, flush=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    rows_file.write_text(json.dumps(per_row))
+    print(name, row, flush=True)
 
 
 if __name__ == "__main__":
